@@ -1,0 +1,1123 @@
+// ProcessMemory on Linux: merging pages of the calling process.
+//
+// Race safety. Every region is registered with ONE synchronous userfaultfd
+// context in write-protect (WP) mode, and every page starts protected. One
+// mutex (mu_) serialises the three things that change protection:
+//
+//   fault thread   a write hit a protected page: set its dirty bit, clear the
+//                  protection of that page, wake the writer;
+//   Harvest        for each dirty page: protect it again, report it, clear
+//                  the bit;
+//   Merger         protect the candidate, compare under protection, remap
+//                  (or drop) it, register and protect the new mapping, and
+//                  only then wake writers that blocked meanwhile.
+//
+// Invariant at every unlock: a page without protection has its dirty bit set
+// (or is being reported by the Harvest that holds the lock). So a write is
+// either seen by the fault thread or lands on a page already known dirty;
+// the dirty log never misses one. A writer that hits a page being merged
+// blocks in the kernel until the merge is over: it cannot be served, since
+// the fault thread waits for mu_. Woken, it faults again on the new mapping:
+// on a pool page that is a normal copy-on-write break, on a dropped zero
+// page a fresh zeroed page; the write lands either way.
+//
+// The one window the lock cannot close: a new mapping made by mmap(MAP_FIXED)
+// or a page dropped by MADV_DONTNEED is unprotected until we protect it
+// again a few microseconds later. A write arriving in that window lands (on
+// a private copy of the pool page, or on a fresh zero page: the content
+// before it is right either way) but raises no fault. After protecting, the
+// merger reads the page's pagemap entry; a private anonymous page there
+// means such a write happened, and the page is marked dirty (counted as
+// racing_writes). Nothing is lost and the dirty log still reports it.
+//
+// Unmerge does not remap at all: it performs an atomic add of zero on the
+// page, which makes the kernel break copy-on-write exactly as a guest write
+// would (the kernel copies the page under its page-table lock, so a racing
+// writer's bytes survive). Remapping anonymous memory and copying the
+// content back would lose a write landing between the mmap and the copy.
+//
+// Why not WP_ASYNC: an asynchronous context resolves write faults in the
+// kernel and never blocks a writer, and a range can belong to only one
+// context, so it cannot also protect a page while it is compared and
+// remapped. Closing that race without blocking needs MISSING-mode
+// registration (every first touch of guest RAM would then go through the
+// fault thread) and UFFDIO_MOVE, which does not move shmem pool pages back
+// for unmerge. The synchronous context costs one round trip through the
+// fault thread per first write to a page after each harvest.
+#include "pksm/linux/process_memory.h"
+
+#include <linux/userfaultfd.h>
+#include <poll.h>
+#include <sys/ioctl.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+#include "pksm/linux/proc_self.h"
+#include "stable_pool.h"
+#include "uffd.h"
+
+namespace pksm {
+
+const char* ToString(DirtyLogKind k) {
+  switch (k) {
+    case DirtyLogKind::kAuto: return "auto";
+    case DirtyLogKind::kUffdAsync: return "uffd-async";
+    case DirtyLogKind::kUffdSync: return "uffd-sync";
+    case DirtyLogKind::kChecksum: return "checksum";
+  }
+  return "?";
+}
+
+#if defined(__SANITIZE_THREAD__)
+extern "C" void AnnotateIgnoreReadsBegin(const char* file, int line);
+extern "C" void AnnotateIgnoreReadsEnd(const char* file, int line);
+extern "C" void AnnotateIgnoreWritesBegin(const char* file, int line);
+extern "C" void AnnotateIgnoreWritesEnd(const char* file, int line);
+#endif
+
+// Accesses to guest pages made while the page is write-protected (compare,
+// copy, remap, drop). The kernel orders them against writers: a writer is
+// blocked until the merge is over. ThreadSanitizer cannot see that ordering,
+// so under TSan these accesses are hidden from it (ignored, not suppressed:
+// the fault thread and the tables are still checked).
+class [[maybe_unused]] ProtectedAccess {
+ public:
+#if defined(__SANITIZE_THREAD__)
+  ProtectedAccess() {
+    AnnotateIgnoreReadsBegin(__FILE__, __LINE__);
+    AnnotateIgnoreWritesBegin(__FILE__, __LINE__);
+  }
+  ~ProtectedAccess() {
+    AnnotateIgnoreWritesEnd(__FILE__, __LINE__);
+    AnnotateIgnoreReadsEnd(__FILE__, __LINE__);
+  }
+#else
+  ProtectedAccess() {}  // user-provided: no unused-variable warnings
+#endif
+  ProtectedAccess(const ProtectedAccess&) = delete;
+  ProtectedAccess& operator=(const ProtectedAccess&) = delete;
+};
+
+bool PksmProtectedEqual(const uint8_t* a, const uint8_t* b) {
+  ProtectedAccess hide;
+  return memcmp(a, b, kPageSize) == 0;
+}
+void PksmProtectedCopy(uint8_t* dst, const uint8_t* src) {
+  ProtectedAccess hide;
+  memcpy(dst, src, kPageSize);
+}
+bool PksmProtectedIsZero(const uint8_t* p) {
+  ProtectedAccess hide;
+  const uint64_t* w = reinterpret_cast<const uint64_t*>(p);
+  uint64_t acc = 0;
+  for (size_t i = 0; i < kPageSize / 8; ++i) acc |= w[i];
+  return acc == 0;
+}
+
+namespace {
+
+// PAGEMAP_SCAN (Linux 6.7), declared here: Debian 12's headers predate it.
+struct PmPageRegion {
+  uint64_t start, end, categories;
+};
+struct PmScanArg {
+  uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+  uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+constexpr unsigned long kPagemapScan = _IOWR('f', 16, PmScanArg);
+constexpr uint64_t kPageIsWritten = 1 << 1;
+
+constexpr uint32_t kAnonKey = StablePool::kNone;
+constexpr uint64_t kDefaultPoolPages = 1ULL << 24;  // 64 GiB of address space
+
+enum class PageState : uint8_t { kPrivate, kStable, kZero };
+
+// Takes mu_ for the owner thread (or a stats reader), first giving way to
+// the fault thread if it is waiting for the lock: writers blocked in the
+// kernel must not wait for a whole batch of merges.
+class OwnerLock {
+ public:
+  OwnerLock(std::mutex& mu, const std::atomic<int>& fault_waiting) : mu_(mu) {
+    for (int i = 0; i < 10000 && fault_waiting.load(std::memory_order_relaxed) > 0; ++i) {
+      std::this_thread::yield();
+    }
+    mu_.lock();
+  }
+  ~OwnerLock() { mu_.unlock(); }
+  OwnerLock(const OwnerLock&) = delete;
+  OwnerLock& operator=(const OwnerLock&) = delete;
+
+ private:
+  std::mutex& mu_;
+};
+
+inline void SetBit(std::vector<uint64_t>& v, size_t i) { v[i / 64] |= 1ULL << (i % 64); }
+inline bool TestBit(const std::vector<uint64_t>& v, size_t i) { return v[i / 64] >> (i % 64) & 1; }
+
+// One registered range of guest pages.
+//   key[i]   what page i's VMA maps: kAnonKey (anonymous memory) or the pool
+//            offset (a pool file VMA; the page itself may since have been
+//            copied by a COW break). Adjacent pages share a VMA when both
+//            are anonymous or their offsets are consecutive, which is how
+//            the VMA count is kept without reading /proc/self/maps.
+//   state[i] what the engine was told: private, stable (key[i]) or zero.
+struct Region {
+  RegionId id = 0;
+  uint8_t* host = nullptr;
+  size_t pages = 0;
+  std::vector<uint64_t> dirty;
+  std::vector<uint64_t> untracked;  // merged but not registered: always dirty
+  std::vector<uint32_t> key;
+  std::vector<PageState> state;
+  uint64_t extra_vmas = 0;
+  // Hot-page backoff (see Harvest): harvest number of the last report,
+  // consecutive reports, harvests left before protecting again.
+  uint32_t harvest_gen = 0;
+  std::vector<uint32_t> last_dirty;
+  std::vector<uint8_t> streak, skip;
+  uint8_t* Addr(size_t i) const { return host + i * kPageSize; }
+  size_t bytes() const { return pages * kPageSize; }
+};
+
+class LinuxProcessMemory;
+
+class LinuxGuestMemory final : public GuestMemory {
+ public:
+  explicit LinuxGuestMemory(LinuxProcessMemory* pm) : pm_(pm) {}
+  const uint8_t* PageData(PageRef page) override;
+
+ private:
+  LinuxProcessMemory* pm_;
+};
+
+class LinuxMerger final : public Merger {
+ public:
+  explicit LinuxMerger(LinuxProcessMemory* pm) : pm_(pm) {}
+  std::string_view Name() const override { return "linux-uffd"; }
+  MergeResult CreateStable(PageRef page, StableHandle* out) override;
+  MergeResult MergeInto(StableHandle s, PageRef page) override;
+  MergeResult MergeZero(PageRef page) override;
+  bool Unmerge(PageRef page) override;
+  bool IsMerged(PageRef page) override;
+  const uint8_t* StableData(StableHandle s) override;
+  void ReleaseStable(StableHandle s) override;
+
+ private:
+  LinuxProcessMemory* pm_;
+};
+
+class LinuxDirtyLog final : public DirtyLog {
+ public:
+  explicit LinuxDirtyLog(LinuxProcessMemory* pm) : pm_(pm) {}
+  std::string_view Name() const override { return "uffd-sync"; }
+  void Harvest(RegionId region, size_t pages, uint64_t* dirty) override;
+
+ private:
+  LinuxProcessMemory* pm_;
+};
+
+class LinuxProcessMemory final : public ProcessMemory {
+ public:
+  explicit LinuxProcessMemory(const ProcessMemoryOptions& o)
+      : options_(o), guest_(this), merger_(this), dirty_(this) {}
+  ~LinuxProcessMemory() override;
+
+  bool Init(std::string* error);
+
+  bool AddRegion(RegionId id, void* host, size_t pages, std::string* error) override;
+  void RemoveRegion(RegionId id) override;
+  GuestMemory* memory() override { return &guest_; }
+  Merger* merger() override { return &merger_; }
+  DirtyLog* dirty_log() override { return dirty_log_enabled_ ? &dirty_ : nullptr; }
+  std::string dirty_log_name() const override {
+    return dirty_log_enabled_ ? "uffd-sync" : "checksum";
+  }
+  std::string kernel_features() const override {
+    std::string f = Userfaultfd::FeatureNames(uffd_.kernel_features());
+    if (scan_ok_) f += f.empty() ? "PAGEMAP_SCAN" : " PAGEMAP_SCAN";
+    return f;
+  }
+  bool merging_enabled() const override {
+    std::lock_guard<std::mutex> l(mu_);
+    return merging_;
+  }
+  std::string unavailable_reason() const override {
+    std::lock_guard<std::mutex> l(mu_);
+    return unavailable_;
+  }
+  void Suspend() override;
+  bool Resume(std::string* error) override;
+  ProcessMemoryStats stats() const override {
+    OwnerLock l(mu_, fault_waiting_);
+    ProcessMemoryStats s = stats_;
+    s.vmas_used = vmas_used_;
+    s.vma_budget = budget_;
+    s.pool_pages = pool_.live();
+    return s;
+  }
+
+  // Seams (owner thread).
+  const uint8_t* PageData(PageRef page);
+  MergeResult CreateStable(PageRef page, StableHandle* out);
+  MergeResult MergeInto(StableHandle s, PageRef page);
+  MergeResult MergeZero(PageRef page);
+  bool Unmerge(PageRef page);
+  bool IsMerged(PageRef page);
+  const uint8_t* StableData(StableHandle s) { return pool_.Page(static_cast<uint32_t>(s)); }
+  void ReleaseStable(StableHandle s);
+  void Harvest(RegionId region, size_t pages, uint64_t* dirty);
+
+ private:
+  void Log(const std::string& msg) const {
+    if (options_.log) options_.log(msg);
+    else fprintf(stderr, "pksm: %s\n", msg.c_str());
+  }
+  Region* Find(PageRef page) {
+    auto it = regions_.find(page.region);
+    if (it == regions_.end() || page.index >= it->second->pages) return nullptr;
+    return it->second.get();
+  }
+  Region* FindAddr(uintptr_t addr) {
+    auto it = by_addr_.upper_bound(addr);
+    if (it == by_addr_.begin()) return nullptr;
+    --it;
+    Region* r = it->second;
+    if (addr >= reinterpret_cast<uintptr_t>(r->host) + r->bytes()) return nullptr;
+    return r;
+  }
+  void FaultLoop();
+  void HandleWriteFault(uintptr_t addr);
+  void FaultThreadFailed(const std::string& why);
+
+  // Pagemap views of one page.
+  bool ReadsZeroPage(const PagemapEntry& e) const {
+    // The 4 KiB zero page (known pfn), or a huge zero page (not anonymous:
+    // pagemap shows it as a file page inside an anonymous VMA).
+    return e.present && (e.file || (zero_pfn_ != 0 ? e.pfn == zero_pfn_ : !e.exclusive));
+  }
+  // No page behind the pte at all: empty, or only a write-protect marker.
+  static bool NoMemory(const PagemapEntry& e) { return !e.present && (!e.swapped || e.wp_marker); }
+  bool IsMergedLocked(Region* r, size_t i);
+  void LeaveStable(Region* r, size_t i);  // state stable -> private
+  bool PageAboutToMerge(Region* r, size_t i, MergeResult* refuse);
+  int64_t VmaDelta(const Region* r, size_t i, uint32_t new_key) const;
+  void SetKey(Region* r, size_t i, uint32_t new_key);
+  void DropKey(uint32_t key);
+  bool OverBudget(int64_t delta);
+  bool InjectMmapFailure();
+  MergeResult MapOver(Region* r, size_t i, uint32_t new_key);
+  void Track(Region* r, size_t i);
+  void AuditProtection(Region* r);
+
+  ProcessMemoryOptions options_;
+  LinuxGuestMemory guest_;
+  LinuxMerger merger_;
+  LinuxDirtyLog dirty_;
+
+  Userfaultfd uffd_;
+  StablePool pool_;
+  Pagemap pagemap_;
+  bool have_uffd_ = false;
+  bool merging_ = false;
+  bool dirty_log_enabled_ = false;
+  std::atomic<bool> scan_ok_{false};  // PAGEMAP_SCAN works (Linux 6.7+)
+  std::string unavailable_;
+  uint64_t zero_pfn_ = 0;
+
+  int stop_fd_ = -1;
+  std::thread fault_thread_;
+
+  mutable std::atomic<int> fault_waiting_{0};
+  mutable std::mutex mu_;  // guards everything below and the page tables' protection
+  std::map<RegionId, std::unique_ptr<Region>> regions_;
+  std::map<uintptr_t, Region*> by_addr_;
+  std::vector<uint32_t> refs_;  // per pool offset: pages in state kStable mapping it
+  std::vector<uint32_t> key_refs_;  // per pool offset: pages whose VMA maps it (any state)
+  bool suspended_ = false;
+  uint64_t budget_ = 0;
+  uint64_t vmas_used_ = 0;
+  uint64_t mmaps_done_ = 0;
+  bool budget_logged_ = false;
+  bool disabled_logged_ = false;
+  ProcessMemoryStats stats_;
+};
+
+LinuxProcessMemory::~LinuxProcessMemory() {
+  if (fault_thread_.joinable()) {
+    uint64_t one = 1;
+    if (write(stop_fd_, &one, sizeof one) < 0) { /* the thread also stops on close */ }
+    fault_thread_.join();
+  }
+  if (stop_fd_ >= 0) close(stop_fd_);
+  OwnerLock l(mu_, fault_waiting_);
+  if (have_uffd_ && !suspended_) {
+    for (auto& [id, r] : regions_) uffd_.Unregister(r->host, r->bytes());
+  }
+}
+
+bool LinuxProcessMemory::Init(std::string* error) {
+  if (options_.dirty_log == DirtyLogKind::kUffdAsync) {
+    *error =
+        "dirty log 'uffd-async' cannot be used with merging: a WP_ASYNC userfaultfd context never "
+        "blocks a writer, and a range can belong to one context only; use 'uffd-sync' or 'auto'";
+    return false;
+  }
+  if (!pagemap_.ok()) {
+    *error = std::string("cannot open /proc/self/pagemap: ") + strerror(errno);
+    return false;
+  }
+  uint64_t pool_pages = options_.pool_max_pages ? options_.pool_max_pages : kDefaultPoolPages;
+  if (!pool_.Open(pool_pages, error)) return false;
+  refs_.assign(pool_.capacity(), 0);
+  key_refs_.assign(pool_.capacity(), 0);
+
+  // The pfn of the shared zero page (readable as root), to recognise pages
+  // that read from it.
+  void* probe = mmap(nullptr, kPageSize, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (probe != MAP_FAILED) {
+    volatile const uint8_t* b = static_cast<const uint8_t*>(probe);
+    (void)*b;
+    PagemapEntry e;
+    if (pagemap_.Read(probe, &e) && e.present) zero_pfn_ = e.pfn;
+    // Probe PAGEMAP_SCAN on the same page.
+    PmPageRegion v[1];
+    PmScanArg a{};
+    a.size = sizeof a;
+    a.start = reinterpret_cast<uintptr_t>(probe);
+    a.end = a.start + kPageSize;
+    a.vec = reinterpret_cast<uintptr_t>(v);
+    a.vec_len = 1;
+    a.category_mask = kPageIsWritten;
+    a.return_mask = kPageIsWritten;
+    scan_ok_ = ioctl(pagemap_.fd(), kPagemapScan, &a) >= 0;
+    munmap(probe, kPageSize);
+  }
+
+  std::string uerr;
+  if (options_.simulate_no_uffd) {
+    uerr = "userfaultfd unavailable: disabled by simulate_no_uffd";
+  } else if (uffd_.Open(&uerr)) {
+    if (!uffd_.has_wp_shmem()) {
+      uerr = "userfaultfd lacks WP_HUGETLBFS_SHMEM (needed to protect merged pool pages); kernel features: " +
+             Userfaultfd::FeatureNames(uffd_.kernel_features());
+    } else {
+      have_uffd_ = true;
+    }
+  }
+  if (!have_uffd_) {
+    if (options_.dirty_log == DirtyLogKind::kUffdSync) {
+      *error = uerr;
+      return false;
+    }
+    unavailable_ = uerr + "; merging disabled (it needs write protection), dirty log: checksum";
+    Log(unavailable_);
+  } else {
+    merging_ = true;
+    // Without WP_UNPOPULATED the first write to a never-populated page does
+    // not fault, so a synchronous dirty log would miss it.
+    bool can_log = uffd_.has_wp_unpopulated();
+    if (options_.dirty_log == DirtyLogKind::kUffdSync && !can_log) {
+      *error = "dirty log 'uffd-sync' needs UFFD_FEATURE_WP_UNPOPULATED; kernel features: " +
+               Userfaultfd::FeatureNames(uffd_.kernel_features());
+      return false;
+    }
+    dirty_log_enabled_ = can_log && options_.dirty_log != DirtyLogKind::kChecksum;
+    stop_fd_ = eventfd(0, EFD_CLOEXEC);
+    if (stop_fd_ < 0) {
+      *error = std::string("eventfd failed: ") + strerror(errno);
+      return false;
+    }
+    fault_thread_ = std::thread([this] { FaultLoop(); });
+  }
+
+  if (options_.max_vmas != 0) {
+    budget_ = options_.max_vmas;
+  } else {
+    int64_t max = ReadMaxMapCount();
+    int64_t now = ReadMapCount();
+    int64_t b = (max < 0 || now < 0) ? 0 : max - now - static_cast<int64_t>(options_.vma_reserve);
+    budget_ = b > 0 ? static_cast<uint64_t>(b) : 0;
+  }
+  return true;
+}
+
+// ---- fault thread ----
+
+void LinuxProcessMemory::FaultLoop() {
+  pollfd fds[2] = {{uffd_.fd(), POLLIN, 0}, {stop_fd_, POLLIN, 0}};
+  uffd_msg msgs[64];
+  for (;;) {
+    int r = poll(fds, 2, -1);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      FaultThreadFailed(std::string("poll failed: ") + strerror(errno));
+      return;
+    }
+    if (fds[1].revents) return;
+    ssize_t n = read(uffd_.fd(), msgs, sizeof msgs);
+    if (n < 0) {
+      if (errno == EAGAIN || errno == EINTR) continue;
+      FaultThreadFailed(std::string("read failed: ") + strerror(errno));
+      return;
+    }
+    for (size_t k = 0; k < static_cast<size_t>(n) / sizeof(uffd_msg); ++k) {
+      if (msgs[k].event != UFFD_EVENT_PAGEFAULT) continue;
+      HandleWriteFault(msgs[k].arg.pagefault.address & ~(kPageSize - 1));
+    }
+  }
+}
+
+// Nobody would serve write faults any more: drop every registration (which
+// wakes blocked writers and lets later writes through) and stop merging.
+// The dirty log then reports every page (as while suspended).
+void LinuxProcessMemory::FaultThreadFailed(const std::string& why) {
+  std::lock_guard<std::mutex> l(mu_);
+  Log("fault thread stopped (" + why + "): userfaultfd released, merging disabled");
+  for (auto& [id, r] : regions_) uffd_.Unregister(r->host, r->bytes());
+  suspended_ = true;  // the dirty log reports every page from now on
+  merging_ = false;
+  have_uffd_ = false;  // Resume and AddRegion no longer register anything
+  unavailable_ = "the userfaultfd fault thread failed: " + why;
+}
+
+void LinuxProcessMemory::HandleWriteFault(uintptr_t addr) {
+  // A blocked writer waits for this: announce it so the owner thread lets
+  // go of mu_ between two merges instead of starving us (std::mutex is not
+  // fair), which bounds a writer's wait to about one merge.
+  fault_waiting_.fetch_add(1, std::memory_order_relaxed);
+  std::lock_guard<std::mutex> l(mu_);
+  fault_waiting_.fetch_sub(1, std::memory_order_relaxed);
+  ++stats_.wp_faults;
+  void* p = reinterpret_cast<void*>(addr);
+  Region* r = FindAddr(addr);
+  if (r != nullptr) SetBit(r->dirty, (addr - reinterpret_cast<uintptr_t>(r->host)) / kPageSize);
+  // Clearing the protection wakes the writer; if the range is no longer
+  // registered (removed region) only a wake is left to do. Never strand a
+  // writer.
+  if (uffd_.Unprotect(p, kPageSize) != 0) uffd_.Wake(p, kPageSize);
+}
+
+// ---- regions ----
+
+bool LinuxProcessMemory::AddRegion(RegionId id, void* host, size_t pages, std::string* error) {
+  auto addr = reinterpret_cast<uintptr_t>(host);
+  if (host == nullptr || addr % kPageSize != 0 || pages == 0) {
+    *error = "invalid region " + std::to_string(id) + ": host address must be page aligned and pages > 0";
+    return false;
+  }
+  OwnerLock l(mu_, fault_waiting_);
+  if (regions_.count(id)) {
+    *error = "region " + std::to_string(id) + " already exists";
+    return false;
+  }
+  Region* clash = FindAddr(addr);
+  if (clash == nullptr) clash = FindAddr(addr + pages * kPageSize - 1);
+  if (clash == nullptr) {
+    auto it = by_addr_.lower_bound(addr);
+    if (it != by_addr_.end() && it->first < addr + pages * kPageSize) clash = it->second;
+  }
+  if (clash != nullptr) {
+    *error = "region " + std::to_string(id) + " overlaps region " + std::to_string(clash->id);
+    return false;
+  }
+  auto r = std::make_unique<Region>();
+  r->id = id;
+  r->host = static_cast<uint8_t*>(host);
+  r->pages = pages;
+  r->dirty.assign((pages + 63) / 64, 0);
+  r->untracked.assign((pages + 63) / 64, 0);
+  r->key.assign(pages, kAnonKey);
+  r->state.assign(pages, PageState::kPrivate);
+  r->last_dirty.assign(pages, 0);
+  r->streak.assign(pages, 0);
+  r->skip.assign(pages, 0);
+  if (have_uffd_ && !suspended_) {
+    int e = uffd_.Register(host, r->bytes());
+    if (e != 0) {
+      *error = "cannot register region " + std::to_string(id) + " with userfaultfd: " + strerror(e) +
+               (e == EBUSY ? " (the range already belongs to another userfaultfd, e.g. postcopy or a "
+                             "background snapshot)"
+                           : "");
+      return false;
+    }
+    e = uffd_.Protect(host, r->bytes());
+    if (e != 0) {
+      uffd_.Unregister(host, r->bytes());
+      *error = "cannot write-protect region " + std::to_string(id) + ": " + strerror(e);
+      return false;
+    }
+  }
+  by_addr_[addr] = r.get();
+  regions_[id] = std::move(r);
+  return true;
+}
+
+void LinuxProcessMemory::RemoveRegion(RegionId id) {
+  OwnerLock l(mu_, fault_waiting_);
+  auto it = regions_.find(id);
+  if (it == regions_.end()) return;
+  Region* r = it->second.get();
+  if (have_uffd_ && !suspended_) uffd_.Unregister(r->host, r->bytes());  // wakes blocked writers
+  for (size_t i = 0; i < r->pages; ++i) {
+    if (r->state[i] == PageState::kStable && refs_[r->key[i]] > 0) --refs_[r->key[i]];
+    DropKey(r->key[i]);  // the memory is going away with its VMAs
+  }
+  vmas_used_ -= r->extra_vmas;
+  by_addr_.erase(reinterpret_cast<uintptr_t>(r->host));
+  regions_.erase(it);
+}
+
+void LinuxProcessMemory::Suspend() {
+  OwnerLock l(mu_, fault_waiting_);
+  if (!have_uffd_ || suspended_) return;
+  for (auto& [id, r] : regions_) uffd_.Unregister(r->host, r->bytes());
+  suspended_ = true;
+}
+
+bool LinuxProcessMemory::Resume(std::string* error) {
+  OwnerLock l(mu_, fault_waiting_);
+  if (!suspended_) return true;
+  if (!have_uffd_) {
+    *error = unavailable_;
+    return false;
+  }
+  for (auto& [id, r] : regions_) {
+    int e = uffd_.Register(r->host, r->bytes());
+    if (e == 0) e = uffd_.Protect(r->host, r->bytes());
+    if (e != 0) {
+      *error = "cannot re-register region " + std::to_string(id) + " with userfaultfd: " + strerror(e) +
+               (e == EBUSY ? " (another userfaultfd still owns the range)" : "");
+      for (auto& [id2, r2] : regions_) {
+        uffd_.Unregister(r2->host, r2->bytes());  // all or nothing (this one included)
+        if (r2.get() == r.get()) break;
+      }
+      return false;
+    }
+    // Writes while suspended were not seen: report every page once.
+    std::fill(r->dirty.begin(), r->dirty.end(), ~0ULL);
+  }
+  suspended_ = false;
+  return true;
+}
+
+// ---- GuestMemory ----
+
+const uint8_t* LinuxProcessMemory::PageData(PageRef page) {
+  OwnerLock l(mu_, fault_waiting_);
+  Region* r = Find(page);
+  return r ? r->Addr(page.index) : nullptr;
+}
+
+// ---- DirtyLog ----
+
+// Reports and forgets the dirty pages of a region, protecting them again
+// first (a write after the protection faults and sets the bit for the next
+// harvest).
+//
+// Hot pages back off: a page found dirty at kHotStreak harvests in a row is
+// left writable, and reported dirty, for 2, 4, ... 64 harvests before it is
+// protected again. Every first write after a harvest costs a round trip
+// through the fault thread; a page a guest writes all the time would pay it
+// at every harvest, for nothing (it is far from settling). False positives
+// are allowed by the DirtyLog contract; a writable page always keeps its
+// bit set, so nothing is missed.
+void LinuxProcessMemory::Harvest(RegionId region, size_t pages, uint64_t* out) {
+  constexpr uint8_t kHotStreak = 3;
+  OwnerLock l(mu_, fault_waiting_);
+  Region* r = Find(PageRef{region, 0});
+  if (r == nullptr) return;
+  size_t n = std::min(pages, r->pages);
+  if (suspended_) {  // nothing is tracked: everything may have been written
+    for (size_t i = 0; i < n; ++i) out[i / 64] |= 1ULL << (i % 64);
+    return;
+  }
+  AuditProtection(r);
+  const uint32_t gen = ++r->harvest_gen;
+  size_t run_start = 0, run_end = 0;  // pages [run_start, run_end) to protect
+  auto flush = [&] {
+    if (run_end == run_start) return;
+    int e = uffd_.Protect(r->Addr(run_start), (run_end - run_start) * kPageSize);
+    for (size_t k = run_start; k < run_end; ++k) {
+      if (e == 0 || uffd_.Protect(r->Addr(k), kPageSize) == 0) {
+        r->dirty[k / 64] &= ~(1ULL << (k % 64));
+      }  // else: stays writable, so it stays dirty (reported every time)
+    }
+    run_start = run_end = 0;
+  };
+  for (size_t w = 0; w * 64 < n; ++w) {
+    uint64_t bits = r->dirty[w] | r->untracked[w];
+    while (bits) {
+      size_t k = w * 64 + static_cast<size_t>(__builtin_ctzll(bits));
+      bits &= bits - 1;
+      if (k >= n) break;
+      out[k / 64] |= 1ULL << (k % 64);
+      if (r->state[k] != PageState::kPrivate) IsMergedLocked(r, k);  // notice COW breaks
+      if (TestBit(r->untracked, k)) {
+        Track(r, k);  // try again to register a merged page
+        continue;
+      }
+      uint8_t& streak = r->streak[k];
+      uint8_t& skip = r->skip[k];
+      bool consecutive = r->last_dirty[k] + 1 == gen;
+      r->last_dirty[k] = gen;
+      if (skip > 0 && --skip > 0) continue;  // backing off: stays writable
+      streak = consecutive ? static_cast<uint8_t>(std::min(streak + 1, 16)) : 1;
+      if (streak >= kHotStreak) {
+        skip = static_cast<uint8_t>(1u << std::min(streak - kHotStreak + 1, 6));
+        continue;
+      }
+      if (run_end != k) {
+        flush();
+        run_start = k;
+      }
+      run_end = k + 1;
+    }
+  }
+  flush();
+}
+
+// Someone else's MADV_DONTNEED (a balloon, virtio-mem, free page
+// reporting) on anonymous memory drops the page and its write protection
+// with it, silently: a later write would raise no fault. PAGEMAP_SCAN finds
+// every page mapped without protection; each gets its dirty bit, so the
+// harvest reports it and protects it again. Pages the fault thread made
+// writable are found too (they are dirty already).
+void LinuxProcessMemory::AuditProtection(Region* r) {
+  if (!scan_ok_) return;
+  PmPageRegion vec[128];
+  PmScanArg a{};
+  a.size = sizeof a;
+  a.start = reinterpret_cast<uintptr_t>(r->host);
+  a.end = a.start + r->bytes();
+  a.vec = reinterpret_cast<uintptr_t>(vec);
+  a.vec_len = sizeof vec / sizeof vec[0];
+  a.category_mask = kPageIsWritten;
+  a.return_mask = kPageIsWritten;
+  for (;;) {
+    long got = ioctl(pagemap_.fd(), kPagemapScan, &a);
+    if (got < 0) {
+      Log(std::string("PAGEMAP_SCAN failed, protection audit off: ") + strerror(errno));
+      scan_ok_ = false;
+      return;
+    }
+    for (long k = 0; k < got; ++k) {
+      for (uint64_t addr = vec[k].start; addr < vec[k].end; addr += kPageSize) {
+        size_t i = (addr - reinterpret_cast<uintptr_t>(r->host)) / kPageSize;
+        if (!TestBit(r->dirty, i)) {
+          ++stats_.audit_found;
+          SetBit(r->dirty, i);
+        }
+      }
+    }
+    if (got < static_cast<long>(a.vec_len) || a.walk_end >= a.end) break;
+    a.start = a.walk_end;
+  }
+}
+
+// ---- Merger ----
+
+void LinuxProcessMemory::LeaveStable(Region* r, size_t i) {
+  if (r->state[i] == PageState::kStable && refs_[r->key[i]] > 0) --refs_[r->key[i]];
+  r->state[i] = PageState::kPrivate;
+}
+
+bool LinuxProcessMemory::IsMergedLocked(Region* r, size_t i) {
+  if (r->state[i] == PageState::kPrivate) return false;
+  PagemapEntry e;
+  if (!pagemap_.Read(r->Addr(i), &e)) return true;  // cannot tell: assume unchanged
+  bool merged;
+  if (r->state[i] == PageState::kStable) {
+    // Still the pool page (a file page), or not faulted in yet (reads it).
+    merged = e.present ? e.file : NoMemory(e);
+  } else {
+    merged = e.present ? ReadsZeroPage(e) : NoMemory(e);
+  }
+  if (!merged) LeaveStable(r, i);
+  return merged;
+}
+
+int64_t LinuxProcessMemory::VmaDelta(const Region* r, size_t i, uint32_t nk) const {
+  auto split = [](uint32_t a, uint32_t b) {
+    bool joined = (a == kAnonKey && b == kAnonKey) || (a != kAnonKey && b != kAnonKey && b == a + 1);
+    return joined ? 0 : 1;
+  };
+  int64_t before = 0, after = 0;
+  if (i > 0) before += split(r->key[i - 1], r->key[i]), after += split(r->key[i - 1], nk);
+  if (i + 1 < r->pages) before += split(r->key[i], r->key[i + 1]), after += split(nk, r->key[i + 1]);
+  return after - before;
+}
+
+void LinuxProcessMemory::SetKey(Region* r, size_t i, uint32_t nk) {
+  int64_t d = VmaDelta(r, i, nk);
+  DropKey(r->key[i]);
+  if (nk != kAnonKey) ++key_refs_[nk];
+  r->key[i] = nk;
+  r->extra_vmas = static_cast<uint64_t>(static_cast<int64_t>(r->extra_vmas) + d);
+  vmas_used_ = static_cast<uint64_t>(static_cast<int64_t>(vmas_used_) + d);
+}
+
+// A page's VMA no longer maps pool offset `key`: once none does, a retired
+// offset may be reused.
+void LinuxProcessMemory::DropKey(uint32_t key) {
+  if (key == kAnonKey || key_refs_[key] == 0) return;
+  if (--key_refs_[key] == 0) pool_.Reuse(key);
+}
+
+bool LinuxProcessMemory::OverBudget(int64_t delta) {
+  if (delta <= 0 || vmas_used_ + static_cast<uint64_t>(delta) <= budget_) return false;
+  ++stats_.no_budget;
+  if (!budget_logged_) {
+    budget_logged_ = true;
+    Log("VMA budget reached (" + std::to_string(vmas_used_) + " of " + std::to_string(budget_) +
+        " mappings): non-zero merges stop, zero-page merges go on");
+  }
+  return true;
+}
+
+bool LinuxProcessMemory::InjectMmapFailure() {
+  ++mmaps_done_;
+  return options_.fail_mmap_after != 0 && mmaps_done_ >= options_.fail_mmap_after;
+}
+
+// Common checks before a merge; false with *refuse set if the page cannot
+// be merged now.
+bool LinuxProcessMemory::PageAboutToMerge(Region* r, size_t i, MergeResult* refuse) {
+  if (!merging_ || suspended_) {
+    ++stats_.errors;
+    if (!disabled_logged_) {
+      disabled_logged_ = true;
+      Log(merging_ ? "merge refused: userfaultfd registrations are suspended"
+                   : "merge refused: " + unavailable_);
+    }
+    *refuse = MergeResult::kError;
+    return false;
+  }
+  if (r->state[i] != PageState::kPrivate && IsMergedLocked(r, i)) {
+    Log("merge refused: region " + std::to_string(r->id) + " page " + std::to_string(i) +
+        " is already merged");
+    ++stats_.errors;
+    *refuse = MergeResult::kError;
+    return false;
+  }
+  return true;
+}
+
+// Registers page i (a new VMA made by our mmap) and protects it. A page
+// that cannot be registered is marked untracked: reported dirty at every
+// harvest until a later attempt succeeds.
+void LinuxProcessMemory::Track(Region* r, size_t i) {
+  int e = uffd_.Register(r->Addr(i), kPageSize);
+  if (e == 0) e = uffd_.Protect(r->Addr(i), kPageSize);
+  if (e == 0) {
+    r->untracked[i / 64] &= ~(1ULL << (i % 64));
+  } else {
+    if (!TestBit(r->untracked, i)) {
+      ++stats_.errors;
+      Log("cannot register merged page " + std::to_string(i) + " of region " + std::to_string(r->id) +
+          ": " + strerror(e) + " (it is reported dirty until it can be)");
+    }
+    SetBit(r->untracked, i);
+  }
+}
+
+// Maps pool page `nk` (or fresh anonymous memory for kAnonKey) over page i,
+// which is protected and verified. On success the new mapping is registered
+// and protected before return; writers are woken by the caller.
+MergeResult LinuxProcessMemory::MapOver(Region* r, size_t i, uint32_t nk) {
+  uint8_t* p = r->Addr(i);
+  void* m;
+  int err;
+  ProtectedAccess hide;
+  if (InjectMmapFailure()) {
+    m = MAP_FAILED;
+    err = ENOMEM;
+  } else if (nk == kAnonKey) {
+    m = mmap(p, kPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
+    err = errno;
+  } else {
+    m = mmap(p, kPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, pool_.fd(),
+             static_cast<off_t>(nk) * kPageSize);
+    err = errno;
+  }
+  if (m == MAP_FAILED) {
+    ++stats_.errors;
+    Log("mmap over region " + std::to_string(r->id) + " page " + std::to_string(i) +
+        " failed: " + strerror(err) + " (page left as it was)");
+    return MergeResult::kError;
+  }
+  SetKey(r, i, nk);
+  Track(r, i);
+  return MergeResult::kMerged;
+}
+
+MergeResult LinuxProcessMemory::CreateStable(PageRef page, StableHandle* out) {
+  auto t0 = std::chrono::steady_clock::now();
+  OwnerLock l(mu_, fault_waiting_);
+  Region* r = Find(page);
+  if (r == nullptr) return MergeResult::kError;
+  size_t i = page.index;
+  MergeResult refuse;
+  if (!PageAboutToMerge(r, i, &refuse)) return refuse;
+  // Keep runs contiguous: the offset after the one the previous page maps.
+  uint32_t preferred = kAnonKey;
+  if (i > 0 && r->key[i - 1] != kAnonKey) preferred = r->key[i - 1] + 1;
+  else if (i + 1 < r->pages && r->key[i + 1] != kAnonKey && r->key[i + 1] > 0) preferred = r->key[i + 1] - 1;
+  uint32_t off = pool_.Allocate(preferred);
+  if (pool_.capacity() > refs_.size()) {  // the pool grew
+    refs_.resize(pool_.capacity(), 0);
+    key_refs_.resize(pool_.capacity(), 0);
+  }
+  if (off == StablePool::kNone) {
+    ++stats_.no_budget;
+    if (!budget_logged_) {
+      budget_logged_ = true;
+      Log("stable pool full (" + std::to_string(pool_.live()) + " pages): non-zero merges stop");
+    }
+    return MergeResult::kNoBudget;
+  }
+  if (OverBudget(VmaDelta(r, i, off))) {
+    pool_.Free(off);
+    return MergeResult::kNoBudget;
+  }
+  uint8_t* p = r->Addr(i);
+  int e = uffd_.Protect(p, kPageSize);
+  if (e != 0) {
+    pool_.Free(off);
+    ++stats_.errors;
+    Log(std::string("write-protect failed: ") + strerror(e));
+    return MergeResult::kError;
+  }
+  PksmProtectedCopy(pool_.Page(off), p);
+  MergeResult res = MapOver(r, i, off);
+  if (res != MergeResult::kMerged) {
+    pool_.Free(off);
+    uffd_.Wake(p, kPageSize);
+    return res;
+  }
+  PagemapEntry pe;
+  if (pagemap_.Read(p, &pe) && pe.present && !pe.file) {  // written in the remap window
+    ++stats_.racing_writes;
+    SetBit(r->dirty, i);
+  }
+  r->state[i] = PageState::kStable;
+  ++refs_[off];
+  uffd_.Wake(p, kPageSize);
+  *out = off;
+  ++stats_.merges;
+  stats_.merge_ns += static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+  return MergeResult::kMerged;
+}
+
+MergeResult LinuxProcessMemory::MergeInto(StableHandle s, PageRef page) {
+  auto t0 = std::chrono::steady_clock::now();
+  OwnerLock l(mu_, fault_waiting_);
+  Region* r = Find(page);
+  if (r == nullptr || s >= refs_.size() || !pool_.IsAllocated(static_cast<uint32_t>(s))) {
+    ++stats_.errors;
+    return MergeResult::kError;
+  }
+  auto off = static_cast<uint32_t>(s);
+  size_t i = page.index;
+  MergeResult refuse;
+  if (!PageAboutToMerge(r, i, &refuse)) return refuse;
+  if (OverBudget(VmaDelta(r, i, off))) return MergeResult::kNoBudget;
+  uint8_t* p = r->Addr(i);
+  int e = uffd_.Protect(p, kPageSize);
+  if (e != 0) {
+    ++stats_.errors;
+    Log(std::string("write-protect failed: ") + strerror(e));
+    return MergeResult::kError;
+  }
+  if (!PksmProtectedEqual(p, pool_.Page(off))) {
+    uffd_.Wake(p, kPageSize);
+    ++stats_.changed;
+    return MergeResult::kChanged;
+  }
+  MergeResult res = MapOver(r, i, off);
+  if (res != MergeResult::kMerged) {
+    uffd_.Wake(p, kPageSize);
+    return res;
+  }
+  PagemapEntry pe;
+  if (pagemap_.Read(p, &pe) && pe.present && !pe.file) {
+    ++stats_.racing_writes;
+    SetBit(r->dirty, i);
+  }
+  r->state[i] = PageState::kStable;
+  ++refs_[off];
+  uffd_.Wake(p, kPageSize);
+  ++stats_.merges;
+  stats_.merge_ns += static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+  return MergeResult::kMerged;
+}
+
+MergeResult LinuxProcessMemory::MergeZero(PageRef page) {
+  auto t0 = std::chrono::steady_clock::now();
+  OwnerLock l(mu_, fault_waiting_);
+  Region* r = Find(page);
+  if (r == nullptr) return MergeResult::kError;
+  size_t i = page.index;
+  MergeResult refuse;
+  if (!PageAboutToMerge(r, i, &refuse)) return refuse;
+  uint8_t* p = r->Addr(i);
+  PagemapEntry pe;
+  if (r->key[i] == kAnonKey && pagemap_.Read(p, &pe) &&
+      (NoMemory(pe) || ReadsZeroPage(pe))) {
+    return MergeResult::kNotPopulated;  // no memory behind it: nothing to save
+  }
+  int64_t delta = r->key[i] == kAnonKey ? 0 : VmaDelta(r, i, kAnonKey);
+  if (OverBudget(delta)) return MergeResult::kNoBudget;
+  int e = uffd_.Protect(p, kPageSize);
+  if (e != 0) {
+    ++stats_.errors;
+    Log(std::string("write-protect failed: ") + strerror(e));
+    return MergeResult::kError;
+  }
+  if (!PksmProtectedIsZero(p)) {
+    uffd_.Wake(p, kPageSize);
+    ++stats_.changed;
+    return MergeResult::kChanged;
+  }
+  if (r->key[i] == kAnonKey) {
+    // Dropping the page drops its protection too (anonymous memory keeps no
+    // marker): protect the empty pte again at once.
+    int rc;
+    {
+      ProtectedAccess hide;
+      rc = madvise(p, kPageSize, MADV_DONTNEED);
+    }
+    if (rc != 0) {
+      ++stats_.errors;
+      Log(std::string("madvise(MADV_DONTNEED) failed: ") + strerror(errno));
+      uffd_.Wake(p, kPageSize);
+      return MergeResult::kError;
+    }
+    uffd_.Protect(p, kPageSize);
+  } else {
+    // A page inside a pool file VMA (an earlier merge broken by a write):
+    // MADV_DONTNEED would expose the pool page, so map fresh anonymous
+    // memory (it reads zero, which is the content).
+    MergeResult res = MapOver(r, i, kAnonKey);
+    if (res != MergeResult::kMerged) {
+      uffd_.Wake(p, kPageSize);
+      return res;
+    }
+  }
+  if (pagemap_.Read(p, &pe) && pe.present && !ReadsZeroPage(pe)) {
+    ++stats_.racing_writes;
+    SetBit(r->dirty, i);
+  }
+  r->state[i] = PageState::kZero;
+  uffd_.Wake(p, kPageSize);
+  ++stats_.merges;
+  ++stats_.zero_merges;
+  stats_.merge_ns += static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+  return MergeResult::kMerged;
+}
+
+bool LinuxProcessMemory::Unmerge(PageRef page) {
+  uint8_t* p;
+  {
+    OwnerLock l(mu_, fault_waiting_);
+    Region* r = Find(page);
+    if (r == nullptr) return false;
+    if (r->state[page.index] == PageState::kPrivate) return true;
+    p = r->Addr(page.index);
+    // Lift the protection ourselves (dirty bit first: the invariant) so the
+    // write below does not need a round trip through the fault thread.
+    SetBit(r->dirty, page.index);
+    if (!suspended_ && have_uffd_) uffd_.Unprotect(p, kPageSize);
+  }
+  // Break copy-on-write the way a guest write would, without changing a
+  // byte: the kernel copies the page under its page-table lock. Done without
+  // mu_: if a harvest protected the page again meanwhile, the write faults
+  // into the fault thread, which takes mu_.
+  {
+    ProtectedAccess hide;  // the kernel's COW copy races nothing; TSan cannot tell
+    __atomic_fetch_add(reinterpret_cast<uint64_t*>(p), 0, __ATOMIC_SEQ_CST);
+  }
+  OwnerLock l(mu_, fault_waiting_);
+  Region* r = Find(page);
+  if (r == nullptr) return false;
+  PagemapEntry pe;
+  if (pagemap_.Read(p, &pe) && !(pe.present && !pe.file && !ReadsZeroPage(pe))) {
+    ++stats_.errors;
+    Log("unmerge of region " + std::to_string(page.region) + " page " + std::to_string(page.index) +
+        " did not yield a private page");
+    return false;
+  }
+  LeaveStable(r, page.index);
+  SetBit(r->dirty, page.index);
+  ++stats_.unmerges;
+  return true;
+}
+
+bool LinuxProcessMemory::IsMerged(PageRef page) {
+  OwnerLock l(mu_, fault_waiting_);
+  Region* r = Find(page);
+  return r != nullptr && IsMergedLocked(r, page.index);
+}
+
+void LinuxProcessMemory::ReleaseStable(StableHandle s) {
+  OwnerLock l(mu_, fault_waiting_);
+  if (s >= refs_.size()) return;
+  auto off = static_cast<uint32_t>(s);
+  if (refs_[off] > 0) {
+    // Pages still counted as mapping it: ask the page tables (a COW break
+    // may not have been seen yet).
+    for (auto& [id, r] : regions_) {
+      for (size_t i = 0; i < r->pages && refs_[off] > 0; ++i) {
+        if (r->state[i] == PageState::kStable && r->key[i] == off) IsMergedLocked(r.get(), i);
+      }
+    }
+  }
+  if (refs_[off] > 0) {
+    ++stats_.errors;
+    Log("stable page " + std::to_string(off) + " released while " + std::to_string(refs_[off]) +
+        " pages still map it: kept (not freed)");
+    return;
+  }
+  // The memory goes back at once; the offset is reused only when no VMA
+  // maps it any more (see StablePool).
+  if (key_refs_[off] > 0) pool_.Retire(off);
+  else pool_.Free(off);
+}
+
+const uint8_t* LinuxGuestMemory::PageData(PageRef page) { return pm_->PageData(page); }
+MergeResult LinuxMerger::CreateStable(PageRef page, StableHandle* out) {
+  return pm_->CreateStable(page, out);
+}
+MergeResult LinuxMerger::MergeInto(StableHandle s, PageRef page) { return pm_->MergeInto(s, page); }
+MergeResult LinuxMerger::MergeZero(PageRef page) { return pm_->MergeZero(page); }
+bool LinuxMerger::Unmerge(PageRef page) { return pm_->Unmerge(page); }
+bool LinuxMerger::IsMerged(PageRef page) { return pm_->IsMerged(page); }
+const uint8_t* LinuxMerger::StableData(StableHandle s) { return pm_->StableData(s); }
+void LinuxMerger::ReleaseStable(StableHandle s) { pm_->ReleaseStable(s); }
+void LinuxDirtyLog::Harvest(RegionId region, size_t pages, uint64_t* dirty) {
+  pm_->Harvest(region, pages, dirty);
+}
+
+}  // namespace
+
+std::unique_ptr<ProcessMemory> ProcessMemory::Create(const ProcessMemoryOptions& options,
+                                                     std::string* error) {
+  auto pm = std::make_unique<LinuxProcessMemory>(options);
+  if (!pm->Init(error)) return nullptr;
+  return pm;
+}
+
+}  // namespace pksm
