@@ -40,7 +40,7 @@
  *   PKSM-WORKLOAD verify round=R errors=E pages=N ms=T
  *   PKSM-WORKLOAD VERIFY FAILED page=I kind=K seed=S expected=H got=H round=R
  *   PKSM-WORKLOAD cow round=R written=W restored=X errors=E
- *   PKSM-WORKLOAD bw t=SECONDS MBps=X
+ *   PKSM-WORKLOAD bw t=SECONDS MBps=X MB=TOTAL   (MB: moved since READY)
  *   PKSM-WORKLOAD DONE verify-rounds=R total-errors=E
  */
 #define _GNU_SOURCE
@@ -397,7 +397,7 @@ int main(void)
 	double next_verify = t_ready + (double)c->verify_s;
 	double next_cow = c->cow_after_s ? t_ready + (double)c->cow_after_s : -1;
 	double next_bw_report = t_ready + 1.0;
-	double bw_bytes_acc = 0, bw_time_acc = 0;
+	double bw_bytes_acc = 0, bw_time_acc = 0, bw_total = 0;
 	for (;;) {
 		double t = now_s();
 		if (c->seconds && t - t_ready >= (double)c->seconds)
@@ -412,11 +412,13 @@ int main(void)
 		}
 		if (do_bw) {
 			double el;
-			bw_bytes_acc += bandwidth_burst(bw_buf, bw_bytes, 0.2, &el);
+			double moved = bandwidth_burst(bw_buf, bw_bytes, 0.2, &el);
+			bw_bytes_acc += moved;
+			bw_total += moved;
 			bw_time_acc += el;
 			if (now_s() >= next_bw_report) {
-				printf("PKSM-WORKLOAD bw t=%.1f MBps=%.1f\n", now_s() - t_ready,
-				       bw_bytes_acc / bw_time_acc / 1e6);
+				printf("PKSM-WORKLOAD bw t=%.1f MBps=%.1f MB=%.0f\n", now_s() - t_ready,
+				       bw_bytes_acc / bw_time_acc / 1e6, bw_total / 1e6);
 				bw_bytes_acc = bw_time_acc = 0;
 				next_bw_report = now_s() + 1.0;
 			}

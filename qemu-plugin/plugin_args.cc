@@ -2,6 +2,7 @@
 // plugin, the simulator and QMP accept exactly the same values.
 #include "qemu-plugin/plugin_args.h"
 
+#include <charconv>
 #include <set>
 
 namespace pksm::plugin {
@@ -63,10 +64,18 @@ std::string ParsePluginArgs(int argc, const char* const* argv, PluginConfig* out
       cfg.log_file = std::string(value);
       continue;
     }
+    if (key == "max-vmas") {
+      uint64_t n = 0;
+      auto [end, ec] = std::from_chars(value.data(), value.data() + value.size(), n, 10);
+      if (value.empty() || ec != std::errc() || end != value.data() + value.size() || n < 1 || n > 100000000)
+        return bad("invalid value '" + std::string(value) + "' for 'max-vmas': expected an integer 1..100000000");
+      cfg.max_vmas = n;
+      continue;
+    }
     if (!IsEngineKey(key)) {
       return bad("unknown key '" + key +
                  "' (known: run, pages-to-scan, sleep-ms, delay, use-zero-pages, max-page-sharing, new-ratio, "
-                 "mode, dirty-log, log)");
+                 "mode, dirty-log, log, max-vmas)");
     }
     if (key == "run" && value == "2")
       return bad("invalid value '2' for 'run': expected 0 or 1 at start-up (use QMP pksm-set-parameters to unmerge)");

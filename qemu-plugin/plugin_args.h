@@ -7,6 +7,7 @@
 #ifndef PKSM_QEMU_PLUGIN_PLUGIN_ARGS_H_
 #define PKSM_QEMU_PLUGIN_PLUGIN_ARGS_H_
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -28,11 +29,13 @@ struct PluginConfig {
   Params params;                              // engine parameters (run 0|1 only)
   DirtyLogChoice dirty_log = DirtyLogChoice::kAuto;
   std::string log_file;                       // log=FILE: scanner log lines ("" = none)
+  uint64_t max_vmas = 0;                      // max-vmas=N: VMA budget (0 = from vm.max_map_count)
 };
 
 // Parses argv[0..argc-1], each "key=value" as QEMU passes them. Keys:
 // run (0|1), pages-to-scan, sleep-ms, delay, use-zero-pages, max-page-sharing,
-// new-ratio, mode (pksm|ksm), dirty-log (auto|qemu|uffd|checksum), log.
+// new-ratio, mode (pksm|ksm), dirty-log (auto|qemu|uffd|checksum), log,
+// max-vmas (mappings pksm may create; default derived from vm.max_map_count).
 // Underscores are accepted for dashes. Returns "" and fills *out, or an error
 // naming the argument (nothing in *out is meaningful then).
 std::string ParsePluginArgs(int argc, const char* const* argv, PluginConfig* out);

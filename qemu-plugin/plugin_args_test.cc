@@ -25,7 +25,7 @@ TEST(PluginArgsTest, NoArgumentsGiveDefaults) {
 TEST(PluginArgsTest, EveryKeyIsApplied) {
   PluginConfig cfg;
   ASSERT_EQ(Parse({"run=0", "pages-to-scan=500", "sleep-ms=7", "delay=3", "use-zero-pages=off",
-                   "max-page-sharing=10", "new-ratio=70", "mode=ksm", "dirty-log=uffd", "log=/tmp/x.log"},
+                   "max-page-sharing=10", "new-ratio=70", "mode=ksm", "dirty-log=uffd", "log=/tmp/x.log", "max-vmas=300"},
                   &cfg),
             "");
   EXPECT_EQ(cfg.params.run, 0u);
@@ -38,6 +38,7 @@ TEST(PluginArgsTest, EveryKeyIsApplied) {
   EXPECT_EQ(cfg.params.mode, Mode::kKsm);
   EXPECT_EQ(cfg.dirty_log, DirtyLogChoice::kUffd);
   EXPECT_EQ(cfg.log_file, "/tmp/x.log");
+  EXPECT_EQ(cfg.max_vmas, 300u);
 }
 
 TEST(PluginArgsTest, UnderscoresAreAccepted) {
@@ -72,7 +73,7 @@ TEST(PluginArgsTest, BadValuesAreNamed) {
       {"sleep-ms=-1", "-1"},      {"max-page-sharing=1", "max-page-sharing=1"},
       {"new-ratio=100", "100"},   {"run=2", "run"},              {"run=yes", "yes"},
       {"use-zero-pages=2", "use-zero-pages"}, {"dirty-log=kvm", "kvm"}, {"mode=fast", "fast"},
-      {"log=", "log"},
+      {"log=", "log"},           {"max-vmas=0", "max-vmas"},   {"max-vmas=x", "'x'"},
   };
   for (const Case& c : cases) {
     std::string err = Parse({c.arg}, &cfg);

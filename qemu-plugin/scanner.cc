@@ -66,6 +66,7 @@ std::string Scanner::Init() {
       }
     };
   }
+  opts.max_vmas = config_.max_vmas;
   std::string err;
   memory_ = ProcessMemory::Create(opts, &err);
   if (memory_ == nullptr) return "cannot set up real-memory merging: " + err;

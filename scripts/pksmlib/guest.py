@@ -123,7 +123,7 @@ class Guest:
     def command(self):
         machine = f"pc,mem-merge={'on' if self.mem_merge else 'off'}"
         cmd = [QEMU, "-accel", "tcg", "-machine", machine, "-m", str(self.mem_mib),
-               "-smp", str(self.smp), "-nodefaults", "-no-user-config", "-display", "none",
+               "-smp", str(self.smp), "-name", f"{self.name},debug-threads=on", "-nodefaults", "-no-user-config", "-display", "none",
                "-no-reboot", "-serial", f"file:{self.serial_path}",
                "-qmp", f"unix:{self.qmp_path},server=on,wait=off",
                "-kernel", self.kernel, "-initrd", self.initrd,
@@ -241,6 +241,11 @@ class Guest:
         return [(float(t), float(v)) for t, v in
                 re.findall(r"PKSM-WORKLOAD bw t=([\d.]+) MBps=([\d.]+)", self.serial()[after:])]
 
+    def bw_total_mb(self):
+        """MB the bandwidth loop has moved since READY, as of its last report."""
+        found = re.findall(r"PKSM-WORKLOAD bw t=[\d.]+ MBps=[\d.]+ MB=(\d+)", self.serial())
+        return float(found[-1]) if found else 0.0
+
     def wait_verify(self, count=1, timeout=60.0, after=0):
         """Waits for `count` more verification rounds after offset `after`;
         returns the offset after the last one."""
@@ -276,6 +281,26 @@ class Guest:
 
     def pss_kib(self):
         return self.smaps_rollup()["Pss"]
+
+    def thread_cpu_seconds(self, prefix):
+        """User+system CPU time of the QEMU threads whose name starts with
+        `prefix` (vCPU threads are "CPU N/TCG" or "CPU N/KVM")."""
+        total = 0
+        task_dir = f"/proc/{self.pid}/task"
+        for tid in os.listdir(task_dir):
+            try:
+                with open(f"{task_dir}/{tid}/comm") as f:
+                    if not f.read().startswith(prefix):
+                        continue
+                with open(f"{task_dir}/{tid}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+            except OSError:
+                continue
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def vcpu_seconds(self):
+        return self.thread_cpu_seconds("CPU ")
 
     def cpu_seconds(self):
         """User+system CPU time of the whole QEMU process."""
@@ -333,14 +358,20 @@ class Guest:
 
 
 class KsmKnobs:
-    """Sets /sys/kernel/mm/ksm knobs and restores every one it changed on exit
-    (even on failure). Leaves run=0 on exit if it was 0 before."""
+    """Sets /sys/kernel/mm/ksm knobs for one comparison and restores every one
+    it changed on exit (even on failure). Holds the host-wide lock
+    /run/pksm-kernel-ksm.lock (flock, shared with pksm-host) meanwhile, so two
+    comparisons never run the kernel's KSM at once, and refuses to start when
+    KSM is already running (someone outside the lock uses it)."""
 
     SYSFS = "/sys/kernel/mm/ksm"
+    LOCK = "/run/pksm-kernel-ksm.lock"
 
-    def __init__(self, **knobs):
+    def __init__(self, lock_timeout=900.0, **knobs):
         self.knobs = knobs
         self.saved = {}
+        self.lock_timeout = lock_timeout
+        self._lock_fd = None
 
     def read(self, name):
         with open(os.path.join(self.SYSFS, name)) as f:
@@ -350,8 +381,35 @@ class KsmKnobs:
         with open(os.path.join(self.SYSFS, name), "w") as f:
             f.write(str(value))
 
+    def _acquire(self):
+        import fcntl
+        self._lock_fd = os.open(self.LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        deadline = time.monotonic() + self.lock_timeout
+        told = False
+        while True:
+            try:
+                fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
+            except BlockingIOError:
+                if not told:
+                    print(f"waiting for another kernel KSM comparison (lock {self.LOCK})", flush=True)
+                    told = True
+                if time.monotonic() > deadline:
+                    self._release()
+                    raise TimeoutError(f"timed out waiting for {self.LOCK}")
+                time.sleep(0.5)
+
+    def _release(self):
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
     def __enter__(self):
+        self._acquire()
         try:
+            if self.read("run") != "0":
+                raise RuntimeError(f"{self.SYSFS}/run is {self.read('run')}, not 0: someone else "
+                                   "uses the kernel's KSM; not touching it")
             for name, value in self.knobs.items():
                 if name not in self.saved:
                     self.saved[name] = self.read(name)
@@ -359,9 +417,11 @@ class KsmKnobs:
                 if name != "run":
                     self.write(name, value)
             if "run" in self.knobs:
+                self.saved.setdefault("run", self.read("run"))
                 self.write("run", self.knobs["run"])
         except BaseException:
             self.restore()
+            self._release()
             raise
         return self
 
@@ -380,4 +440,7 @@ class KsmKnobs:
                 pass
 
     def __exit__(self, *exc):
-        self.restore()
+        try:
+            self.restore()
+        finally:
+            self._release()

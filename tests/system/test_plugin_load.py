@@ -232,3 +232,30 @@ def test_incoming_vm_does_not_merge_until_it_runs(qemu_factory):
     time.sleep(0.5)
     info = q.qmp.execute("query-pksm")
     assert info["ram-blocks"] == [] and info["rmap-items"] == 0, info
+
+
+def test_vma_budget_exhaustion_is_reported_and_zero_pages_go_on(qemu_factory, guest_image, tmp_path):
+    kernel, initrd = guest_image
+    serial = tmp_path / "serial.log"
+    q = qemu_factory(["max-vmas=200", "pages-to-scan=4096", "sleep-ms=10"], mem="256",
+                     extra=["-kernel", kernel, "-initrd", initrd,
+                            "-append", "console=ttyS0 panic=-1 quiet pksm.mib=32 pksm.verify=2",
+                            "-serial", f"file:{serial}"])
+    q.qmp.execute("cont")
+    ev = q.qmp.wait_event("PKSM_BUDGET_EXHAUSTED", timeout=120)
+    assert ev["data"]["vma-budget"] == 200, ev
+    assert ev["data"]["vmas-used"] <= 200, ev
+    info = q.wait_for(lambda i: i["zero-pages"] > 1000, "zero pages to keep merging", timeout=120)
+    assert info["vma-budget"] == 200 and info["vmas-used"] <= 200, info
+    assert info["budget-refusals"] > 0, info
+    assert q.qmp.execute("query-status")["status"] == "running"
+    # The guest's own check of every page it wrote keeps passing.
+    deadline = time.monotonic() + 90
+    while True:
+        text = serial.read_text(errors="replace")
+        rounds = [line for line in text.splitlines() if "PKSM-WORKLOAD verify round" in line]
+        assert not [r for r in rounds if "errors=0" not in r], text[-2000:]
+        if len(rounds) >= 3:
+            break
+        assert time.monotonic() < deadline, f"guest did not verify 3 rounds:\n{text[-2000:]}"
+        time.sleep(1)
