@@ -583,6 +583,23 @@ class Engine::Impl {
     Push(it, RescanDone());
   }
 
+  // A merge found the page never populated (no memory behind it: untouched
+  // guest RAM). Merging it would save nothing (and a stable page would
+  // spend a mapping), so it leaves the trees: with a dirty log the record is
+  // forgotten (a write tracks it again), without one it waits on the new
+  // list like a fresh page. Any Merger call may report it (MergeZero,
+  // CreateStable, MergeInto); it is no refusal.
+  void NotPopulated(RmapItem* it) {
+    it->flags &= static_cast<uint8_t>(~(kHashValid | kNonZeroKnown));
+    if (dirty_) {
+      Untrack(it);  // nothing to save; a write will track it again
+    } else {
+      it->cnt = 0;
+      it->state = ItemState::kNew;
+      Push(it, NewDone());
+    }
+  }
+
   // Zero-page path; returns true if the record was disposed of.
   bool TryZero(RmapItem* it) {
     MergeResult res = merger_->MergeZero(RefOf(it));
@@ -591,13 +608,7 @@ class Engine::Impl {
         MapZero(it);
         return true;
       case MergeResult::kNotPopulated:
-        if (dirty_) {
-          Untrack(it);  // nothing to save; a write will track it again
-        } else {
-          it->cnt = 0;
-          it->state = ItemState::kNew;
-          Push(it, NewDone());
-        }
+        NotPopulated(it);
         return true;
       default:
         Refused(res);
@@ -627,6 +638,10 @@ class Engine::Impl {
       MapStable(it, dup);
       return true;
     }
+    if (res == MergeResult::kNotPopulated) {
+      NotPopulated(it);
+      return true;
+    }
     Refused(res);
     it->flags &= static_cast<uint8_t>(~(kHashValid | kNonZeroKnown));
     ToRescan(it);
@@ -647,6 +662,13 @@ class Engine::Impl {
     PageRef mref = RefOf(match);
     StableHandle h = 0;
     MergeResult res = merger_->CreateStable(mref, &h);
+    if (res == MergeResult::kNotPopulated) {
+      // The tree node was an untouched page: it leaves; `it` waits for a
+      // partner next pass (it was not inserted).
+      NotPopulated(match);
+      ToRescan(it);
+      return;
+    }
     if (res != MergeResult::kMerged) {
       Refused(res);
       if (res == MergeResult::kChanged) tree_stale_ = true;  // the node had changed under the tree
@@ -658,7 +680,7 @@ class Engine::Impl {
     res = merger_->MergeInto(h, RefOf(it));
     if (res != MergeResult::kMerged) {
       // Like the kernel breaking COW on the half-made pair.
-      Refused(res);
+      if (res != MergeResult::kNotPopulated) Refused(res);
       if (merger_->Unmerge(mref)) {
         ++unmerges_;
         merger_->ReleaseStable(h);
@@ -667,8 +689,12 @@ class Engine::Impl {
         ++merges_;
         MapStable(match, AddStablePage(h));
       }
-      it->flags &= static_cast<uint8_t>(~(kHashValid | kNonZeroKnown));
-      ToRescan(it);
+      if (res == MergeResult::kNotPopulated) {
+        NotPopulated(it);
+      } else {
+        it->flags &= static_cast<uint8_t>(~(kHashValid | kNonZeroKnown));
+        ToRescan(it);
+      }
       return;
     }
     merges_ += 2;

@@ -76,6 +76,76 @@ TEST(EngineTest, ZeroPagesMergeAsContentWithoutUseZeroPages) {
   for (size_t i = 0; i < 8; ++i) EXPECT_TRUE(g.Reads(0, i, Zero()));
 }
 
+// Without use_zero_pages, untouched (never-populated) pages read zero and
+// go through the trees like any content. The Merger reports them
+// kNotPopulated from CreateStable / MergeInto: they must not get a stable
+// page (no saving, a mapping spent); with a dirty log they are forgotten.
+TEST(EngineTest, UntouchedPagesThroughTreesAreForgottenWithDirtyLog) {
+  Params p;
+  p.use_zero_pages = false;
+  TestGuest g(p);
+  g.engine.Track(0, 0, 6);  // tracked, never populated
+  g.engine.RunPasses(4);
+  Stats s = g.S();
+  EXPECT_EQ(s.pages_shared, 0u);
+  EXPECT_EQ(s.pages_sharing, 0u);
+  EXPECT_EQ(s.merge_failures, 0u);  // not a refusal
+  // Each failed pair forgets the tree node; the last page has no partner
+  // left and waits in the unstable tree.
+  EXPECT_LE(s.rmap_items, 1u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(g.State(0, i), PS::kUntouched) << i;
+  EXPECT_EQ(g.sim.StablePagesLive(), 0u);
+  // A later write tracks a page again through the dirty log.
+  uint64_t before = s.rmap_items;
+  g.sim.Write(PageRef{0, 0}, Content(5).data());
+  g.sim.Write(PageRef{0, 1}, Content(5).data());
+  g.engine.Step(1);
+  EXPECT_EQ(g.S().rmap_items, before + 2);
+}
+
+// The stable tree holds a (populated) zero page; an untouched page that
+// finds it there (MergeInto -> kNotPopulated) is forgotten, not mapped.
+TEST(EngineTest, UntouchedPageFindingStableZeroIsForgotten) {
+  Params p;
+  p.use_zero_pages = false;
+  TestGuest g(p);
+  g.Write(0, 0, Zero());
+  g.Write(0, 1, Zero());
+  g.engine.RunPasses(2);
+  ASSERT_EQ(g.S().pages_shared, 1u);
+  ASSERT_EQ(g.S().pages_sharing, 1u);
+  g.engine.Track(0, 10, 1);
+  g.engine.RunPasses(3);
+  Stats s = g.S();
+  EXPECT_EQ(s.pages_shared, 1u);
+  EXPECT_EQ(s.pages_sharing, 1u);
+  EXPECT_EQ(s.merge_failures, 0u);
+  EXPECT_EQ(s.rmap_items, 2u);
+  EXPECT_EQ(g.State(0, 10), PS::kUntouched);
+}
+
+// Without a dirty log nothing would track an untouched page again, so it
+// stays tracked (back on the new list), never merged.
+TEST(EngineTest, UntouchedPagesThroughTreesStayTrackedWithoutDirtyLog) {
+  Params p;
+  p.use_zero_pages = false;
+  TestGuest g(p, /*with_dirty_log=*/false);
+  g.engine.Track(0, 0, 6);
+  g.engine.RunPasses(4);
+  Stats s = g.S();
+  EXPECT_EQ(s.pages_shared, 0u);
+  EXPECT_EQ(s.pages_sharing, 0u);
+  EXPECT_EQ(s.merge_failures, 0u);
+  EXPECT_EQ(s.rmap_items, 6u);
+  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(g.State(0, i), PS::kUntouched) << i;
+  EXPECT_EQ(g.sim.StablePagesLive(), 0u);
+  // Once written (and identical), they merge as usual.
+  for (size_t i = 0; i < 6; ++i) g.Write(0, i, Content(8));
+  g.engine.RunPasses(3);
+  EXPECT_EQ(g.S().pages_shared, 1u);
+  EXPECT_EQ(g.S().pages_sharing, 5u);
+}
+
 TEST(EngineTest, UntouchedPageIsForgottenNotMerged) {
   TestGuest g;
   g.engine.Track(0, 0, 4);  // tracked, but never populated

@@ -218,6 +218,7 @@ class SimMemory::Impl : public GuestMemory, public DirtyLog, public Merger {
 
   MergeResult CreateStable(PageRef p, StableHandle* out) override {
     SimRegion* r = Page(p);
+    if (r && r->state[p.index] == static_cast<uint8_t>(PS::kUntouched)) return MergeResult::kNotPopulated;
     if (!r || r->state[p.index] != static_cast<uint8_t>(PS::kPrivate)) return MergeResult::kChanged;
     if (OverBudget()) return MergeResult::kNoBudget;
     StableHandle h = NewStable(r->Private(p.index));
@@ -233,6 +234,7 @@ class SimMemory::Impl : public GuestMemory, public DirtyLog, public Merger {
   MergeResult MergeInto(StableHandle h, PageRef p) override {
     SimRegion* r = Page(p);
     StablePage* s = Get(h);
+    if (r && s && r->state[p.index] == static_cast<uint8_t>(PS::kUntouched)) return MergeResult::kNotPopulated;
     if (!r || !s || r->state[p.index] != static_cast<uint8_t>(PS::kPrivate)) return MergeResult::kChanged;
     if (OverBudget()) return MergeResult::kNoBudget;
     ++compares_;

@@ -208,6 +208,7 @@ def analyse(res):
             "mbcpu_merging": per_cpu(r, 0, MERGING_WINDOW),
             "mbcpu_merging_ref": per_cpu(ref, 0, MERGING_WINDOW),
             "mbcpu_all": per_cpu(r, 0, 1e9), "mbcpu_all_ref": per_cpu(ref, 0, 1e9),
+            "vcpu_s": r["samples"][-1]["vcpu"], "vcpu_ref_s": ref["samples"][-1]["vcpu"],
             "verify_rounds": r["verify_rounds"], "verify_errors": r["verify_errors"],
             "ref_verify_errors": ref["verify_errors"], "qemu_cpu_s": r["qemu_cpu_s"]}
 
@@ -250,6 +251,8 @@ rows = [
     ("reference guest PSS (MiB)", lambda r: fmt(r["ref_pss_mib"], ".1f")),
     ("workload ready after (s)", lambda r: fmt(r["ready_at_s"], ".1f")),
     ("time to 90% of final saving (s)", lambda r: fmt(r["t90_s"], ".1f")),
+    ("  of it after the workload was ready (s)",
+     lambda r: fmt(r["t90_s"] - r["ready_at_s"] if r["t90_s"] is not None else None, ".1f")),
     ("merger CPU until then (s)", lambda r: fmt(r["cpu_at_t90_s"], ".2f")),
     (f"merger CPU over {window} s (s)", lambda r: fmt(r["cpu_end_s"], ".2f")),
     ("guest MB/s first 30 s, % of reference",
@@ -260,6 +263,8 @@ rows = [
      lambda r: f"{fmt(r['mbcpu_merging'], '.0f')} ({pct(r['mbcpu_merging'], r['mbcpu_merging_ref'])}%)"),
     ("guest MB per vCPU-s whole run, % of ref",
      lambda r: f"{fmt(r['mbcpu_all'], '.0f')} ({pct(r['mbcpu_all'], r['mbcpu_all_ref'])}%)"),
+    ("vCPU thread CPU s, % of reference",
+     lambda r: f"{fmt(r['vcpu_s'], '.1f')} ({pct(r['vcpu_s'], r['vcpu_ref_s'])}%)"),
     ("guest verification rounds / errors", lambda r: f"{r['verify_rounds']} / {r['verify_errors']}"),
 ]
 print("\n| " + f"{'metric':40}" + "".join(f" | {titles[k]:>18}" for k in cols) + " |")

@@ -50,20 +50,30 @@ Pagemap::~Pagemap() {
 
 bool Pagemap::Read(const void* addr, PagemapEntry* out) const {
   uint64_t v = 0;
+  if (!ReadRaw(addr, 1, &v)) return false;
+  *out = Decode(v);
+  return true;
+}
+
+bool Pagemap::ReadRaw(const void* addr, size_t n, uint64_t* out) const {
   off_t off = static_cast<off_t>(reinterpret_cast<uintptr_t>(addr) / 4096 * 8);
-  if (pread(fd_, &v, sizeof v, off) != static_cast<ssize_t>(sizeof v)) return false;
-  out->present = v >> 63 & 1;
-  out->swapped = v >> 62 & 1;
-  out->file = v >> 61 & 1;
-  out->uffd_wp = v >> 57 & 1;
-  out->exclusive = v >> 56 & 1;
-  out->pfn = out->present ? (v & ((1ULL << 55) - 1)) : 0;
+  return pread(fd_, out, n * sizeof(uint64_t), off) == static_cast<ssize_t>(n * sizeof(uint64_t));
+}
+
+PagemapEntry Pagemap::Decode(uint64_t v) {
+  PagemapEntry e;
+  e.present = v >> 63 & 1;
+  e.swapped = v >> 62 & 1;
+  e.file = v >> 61 & 1;
+  e.uffd_wp = v >> 57 & 1;
+  e.exclusive = v >> 56 & 1;
+  e.pfn = e.present ? (v & ((1ULL << 55) - 1)) : 0;
   // A userfaultfd write-protect marker on an empty pte shows as a swap
   // entry of the marker type (31 on x86-64; the frame is hidden without
   // CAP_SYS_ADMIN, in which case any write-protected swap entry counts).
   const uint64_t frame = v & ((1ULL << 55) - 1);
-  out->wp_marker = out->swapped && out->uffd_wp && (frame == 0 || (frame & 0x1f) == 0x1f);
-  return true;
+  e.wp_marker = e.swapped && e.uffd_wp && (frame == 0 || (frame & 0x1f) == 0x1f);
+  return e;
 }
 
 }  // namespace pksm

@@ -8,9 +8,11 @@
 //                  protection of that page, wake the writer;
 //   Harvest        for each dirty page: protect it again, report it, clear
 //                  the bit;
-//   Merger         protect the candidate, compare under protection, remap
-//                  (or drop) it, register and protect the new mapping, and
-//                  only then wake writers that blocked meanwhile.
+//   Merger         protect the candidate (or find it protected), compare
+//                  under protection, remap (or drop) it, register and
+//                  protect the new mapping. Writers that blocked meanwhile
+//                  are woken by the fault thread when it serves their
+//                  fault, after the merge (see ProtectCandidate).
 //
 // Invariant at every unlock: a page without protection has its dirty bit set
 // (or is being reported by the Harvest that holds the lock). So a write is
@@ -25,10 +27,11 @@
 // or a page dropped by MADV_DONTNEED is unprotected until we protect it
 // again a few microseconds later. A write arriving in that window lands (on
 // a private copy of the pool page, or on a fresh zero page: the content
-// before it is right either way) but raises no fault. After protecting, the
-// merger reads the page's pagemap entry; a private anonymous page there
-// means such a write happened, and the page is marked dirty (counted as
-// racing_writes). Nothing is lost and the dirty log still reports it.
+// before it is right either way) but raises no fault. Before the next
+// harvest reports anything it reads the pagemap entries of the pages merged
+// since (CheckRemapWindows); a private anonymous page there means such a
+// write happened, and the page is marked dirty (counted as racing_writes).
+// Nothing is lost and the dirty log still reports it.
 //
 // Unmerge does not remap at all: it performs an atomic add of zero on the
 // page, which makes the kernel break copy-on-write exactly as a guest write
@@ -53,6 +56,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <chrono>
@@ -186,6 +190,9 @@ struct Region {
   uint32_t harvest_gen = 0;
   std::vector<uint32_t> last_dirty;
   std::vector<uint8_t> streak, skip;
+  // Pages remapped (merged) since the last harvest whose remap window has
+  // not been checked yet (see CheckRemapWindows).
+  std::vector<uint32_t> unchecked;
   uint8_t* Addr(size_t i) const { return host + i * kPageSize; }
   size_t bytes() const { return pages * kPageSize; }
 };
@@ -311,6 +318,9 @@ class LinuxProcessMemory final : public ProcessMemory {
   bool IsMergedLocked(Region* r, size_t i);
   void LeaveStable(Region* r, size_t i);  // state stable -> private
   bool PageAboutToMerge(Region* r, size_t i, MergeResult* refuse);
+  bool ProtectCandidate(Region* r, size_t i, bool refuse_unpopulated, MergeResult* refuse);
+  void NoteRemap(Region* r, size_t i);
+  void CheckRemapWindows(Region* r);
   int64_t VmaDelta(const Region* r, size_t i, uint32_t new_key) const;
   void SetKey(Region* r, size_t i, uint32_t new_key);
   void DropKey(uint32_t key);
@@ -640,8 +650,10 @@ void LinuxProcessMemory::Harvest(RegionId region, size_t pages, uint64_t* out) {
   size_t n = std::min(pages, r->pages);
   if (suspended_) {  // nothing is tracked: everything may have been written
     for (size_t i = 0; i < n; ++i) out[i / 64] |= 1ULL << (i % 64);
+    r->unchecked.clear();
     return;
   }
+  CheckRemapWindows(r);
   AuditProtection(r);
   const uint32_t gen = ++r->harvest_gen;
   size_t run_start = 0, run_end = 0;  // pages [run_start, run_end) to protect
@@ -813,6 +825,89 @@ bool LinuxProcessMemory::PageAboutToMerge(Region* r, size_t i, MergeResult* refu
   return true;
 }
 
+// Write-protects the candidate page i (writers block from here until the
+// merge is over), or finds it protected already, in one syscall: its
+// pagemap entry. A page whose entry carries the uffd-wp bit is protected
+// (every clean page is: the dirty log protects it at harvest), and only our
+// own code under mu_ lifts protection, so it stays protected until the
+// merge returns; otherwise UFFDIO_WRITEPROTECT it. With refuse_unpopulated,
+// an anonymous page with no memory behind it (empty pte, a bare uffd-wp
+// marker, or the zero page) is refused as kNotPopulated, before anything
+// changed: merging it would save nothing.
+//
+// The merger never wakes writers itself. A writer that hits the protected
+// page blocks in the kernel with a fault message queued on our context; the
+// fault thread reads it and, once it gets mu_ (after this merge), sets the
+// page's dirty bit and lifts the protection, which wakes it. So every
+// blocked writer is woken exactly by the thread that knows it is there.
+bool LinuxProcessMemory::ProtectCandidate(Region* r, size_t i, bool refuse_unpopulated,
+                                          MergeResult* refuse) {
+  uint8_t* p = r->Addr(i);
+  PagemapEntry pe;
+  bool known = pagemap_.Read(p, &pe);
+  if (known && refuse_unpopulated && r->key[i] == kAnonKey && (NoMemory(pe) || ReadsZeroPage(pe))) {
+    *refuse = MergeResult::kNotPopulated;  // no memory behind it: nothing to save
+    return false;
+  }
+  if (known && pe.uffd_wp && !TestBit(r->untracked, i)) return true;  // protected already
+  int e = uffd_.Protect(p, kPageSize);
+  if (e != 0) {
+    ++stats_.errors;
+    Log(std::string("write-protect failed: ") + strerror(e));
+    *refuse = MergeResult::kError;
+    return false;
+  }
+  return true;
+}
+
+// The one window the lock cannot close: the new mapping (or the dropped
+// page) is writable without a fault from the mmap/madvise until Track (or
+// MergeZero) protects it. A write landing there makes a private anonymous
+// page where the pool (zero) page should be. That page is protected now, so
+// the invariant holds; only its dirty bit is owed. It is paid before the
+// next harvest reports anything (CheckRemapWindows), with one pagemap read
+// for a whole batch of merged pages instead of one per merge. Without a
+// dirty log nothing reads the dirty bits: the engine's IsMerged checks
+// find such a page (a COW break), so nothing is recorded.
+void LinuxProcessMemory::NoteRemap(Region* r, size_t i) {
+  constexpr size_t kMaxUnchecked = 4096;
+  if (!dirty_log_enabled_) return;
+  r->unchecked.push_back(static_cast<uint32_t>(i));
+  if (r->unchecked.size() >= kMaxUnchecked) CheckRemapWindows(r);
+}
+
+// Marks dirty every page written in its remap window (see NoteRemap):
+// pages still in state stable that hold a private anonymous page, pages in
+// state zero that hold anything but the zero page. A page written after it
+// was protected faulted and is dirty already; it is not counted again.
+// Entries are read in spans of up to 512 pages (one pread each).
+void LinuxProcessMemory::CheckRemapWindows(Region* r) {
+  constexpr size_t kSpan = 512;
+  std::vector<uint32_t>& u = r->unchecked;
+  if (u.empty()) return;
+  std::sort(u.begin(), u.end());
+  u.erase(std::unique(u.begin(), u.end()), u.end());
+  uint64_t raw[kSpan];
+  for (size_t a = 0; a < u.size();) {
+    size_t b = a;
+    while (b + 1 < u.size() && u[b + 1] - u[a] < kSpan) ++b;
+    size_t n = u[b] - u[a] + 1;
+    bool ok = pagemap_.ReadRaw(r->Addr(u[a]), n, raw);
+    for (size_t k = a; k <= b; ++k) {
+      size_t i = u[k];
+      if (r->state[i] == PageState::kPrivate || TestBit(r->dirty, i)) continue;
+      PagemapEntry e = Pagemap::Decode(ok ? raw[i - u[a]] : 0);
+      bool written = !ok || (e.present && (r->state[i] == PageState::kStable ? !e.file : !ReadsZeroPage(e)));
+      if (written) {  // (a failed read counts as written: false positives are allowed)
+        ++stats_.racing_writes;
+        SetBit(r->dirty, i);
+      }
+    }
+    a = b + 1;
+  }
+  u.clear();
+}
+
 // Registers page i (a new VMA made by our mmap) and protects it. A page
 // that cannot be registered is marked untracked: reported dirty at every
 // harvest until a later attempt succeeds.
@@ -857,6 +952,7 @@ MergeResult LinuxProcessMemory::MapOver(Region* r, size_t i, uint32_t nk) {
     return MergeResult::kError;
   }
   SetKey(r, i, nk);
+  if (options_.in_remap_window) options_.in_remap_window(p);
   Track(r, i);
   return MergeResult::kMerged;
 }
@@ -891,12 +987,9 @@ MergeResult LinuxProcessMemory::CreateStable(PageRef page, StableHandle* out) {
     return MergeResult::kNoBudget;
   }
   uint8_t* p = r->Addr(i);
-  int e = uffd_.Protect(p, kPageSize);
-  if (e != 0) {
+  if (!ProtectCandidate(r, i, /*refuse_unpopulated=*/true, &refuse)) {
     pool_.Free(off);
-    ++stats_.errors;
-    Log(std::string("write-protect failed: ") + strerror(e));
-    return MergeResult::kError;
+    return refuse;
   }
   PksmProtectedCopy(pool_.Page(off), p);
   MergeResult res = MapOver(r, i, off);
@@ -905,14 +998,9 @@ MergeResult LinuxProcessMemory::CreateStable(PageRef page, StableHandle* out) {
     uffd_.Wake(p, kPageSize);
     return res;
   }
-  PagemapEntry pe;
-  if (pagemap_.Read(p, &pe) && pe.present && !pe.file) {  // written in the remap window
-    ++stats_.racing_writes;
-    SetBit(r->dirty, i);
-  }
   r->state[i] = PageState::kStable;
   ++refs_[off];
-  uffd_.Wake(p, kPageSize);
+  NoteRemap(r, i);
   *out = off;
   ++stats_.merges;
   stats_.merge_ns += static_cast<uint64_t>(
@@ -933,15 +1021,11 @@ MergeResult LinuxProcessMemory::MergeInto(StableHandle s, PageRef page) {
   MergeResult refuse;
   if (!PageAboutToMerge(r, i, &refuse)) return refuse;
   if (OverBudget(VmaDelta(r, i, off))) return MergeResult::kNoBudget;
+  if (!ProtectCandidate(r, i, /*refuse_unpopulated=*/true, &refuse)) return refuse;
   uint8_t* p = r->Addr(i);
-  int e = uffd_.Protect(p, kPageSize);
-  if (e != 0) {
-    ++stats_.errors;
-    Log(std::string("write-protect failed: ") + strerror(e));
-    return MergeResult::kError;
-  }
   if (!PksmProtectedEqual(p, pool_.Page(off))) {
-    uffd_.Wake(p, kPageSize);
+    // No wake: a writer that blocked meanwhile is served by the fault
+    // thread (its fault message is queued; see ProtectCandidate).
     ++stats_.changed;
     return MergeResult::kChanged;
   }
@@ -950,14 +1034,9 @@ MergeResult LinuxProcessMemory::MergeInto(StableHandle s, PageRef page) {
     uffd_.Wake(p, kPageSize);
     return res;
   }
-  PagemapEntry pe;
-  if (pagemap_.Read(p, &pe) && pe.present && !pe.file) {
-    ++stats_.racing_writes;
-    SetBit(r->dirty, i);
-  }
   r->state[i] = PageState::kStable;
   ++refs_[off];
-  uffd_.Wake(p, kPageSize);
+  NoteRemap(r, i);
   ++stats_.merges;
   stats_.merge_ns += static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
@@ -973,22 +1052,11 @@ MergeResult LinuxProcessMemory::MergeZero(PageRef page) {
   MergeResult refuse;
   if (!PageAboutToMerge(r, i, &refuse)) return refuse;
   uint8_t* p = r->Addr(i);
-  PagemapEntry pe;
-  if (r->key[i] == kAnonKey && pagemap_.Read(p, &pe) &&
-      (NoMemory(pe) || ReadsZeroPage(pe))) {
-    return MergeResult::kNotPopulated;  // no memory behind it: nothing to save
-  }
+  if (!ProtectCandidate(r, i, /*refuse_unpopulated=*/true, &refuse)) return refuse;
   int64_t delta = r->key[i] == kAnonKey ? 0 : VmaDelta(r, i, kAnonKey);
   if (OverBudget(delta)) return MergeResult::kNoBudget;
-  int e = uffd_.Protect(p, kPageSize);
-  if (e != 0) {
-    ++stats_.errors;
-    Log(std::string("write-protect failed: ") + strerror(e));
-    return MergeResult::kError;
-  }
   if (!PksmProtectedIsZero(p)) {
-    uffd_.Wake(p, kPageSize);
-    ++stats_.changed;
+    ++stats_.changed;  // no wake needed: see MergeInto
     return MergeResult::kChanged;
   }
   if (r->key[i] == kAnonKey) {
@@ -1005,7 +1073,8 @@ MergeResult LinuxProcessMemory::MergeZero(PageRef page) {
       uffd_.Wake(p, kPageSize);
       return MergeResult::kError;
     }
-    uffd_.Protect(p, kPageSize);
+    if (options_.in_remap_window) options_.in_remap_window(p);
+    if (uffd_.Protect(p, kPageSize) != 0) SetBit(r->dirty, i);  // writable => dirty
   } else {
     // A page inside a pool file VMA (an earlier merge broken by a write):
     // MADV_DONTNEED would expose the pool page, so map fresh anonymous
@@ -1016,12 +1085,8 @@ MergeResult LinuxProcessMemory::MergeZero(PageRef page) {
       return res;
     }
   }
-  if (pagemap_.Read(p, &pe) && pe.present && !ReadsZeroPage(pe)) {
-    ++stats_.racing_writes;
-    SetBit(r->dirty, i);
-  }
   r->state[i] = PageState::kZero;
-  uffd_.Wake(p, kPageSize);
+  NoteRemap(r, i);
   ++stats_.merges;
   ++stats_.zero_merges;
   stats_.merge_ns += static_cast<uint64_t>(

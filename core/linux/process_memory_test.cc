@@ -129,6 +129,96 @@ TEST(ProcessMemory, ZeroMergeDropsMemoryAndUnpopulatedIsReported) {
   pm->RemoveRegion(2);
 }
 
+// Never-populated pages (untouched guest RAM) read zero but have no memory
+// behind them: CreateStable and MergeInto refuse them as kNotPopulated
+// (nothing changed, no pool page, no VMA spent), as MergeZero does.
+TEST(ProcessMemory, NeverPopulatedPagesGetNoStablePage) {
+  constexpr size_t kPages = 8;
+  AnonMapping m(kPages);
+  memset(m.page(0), 0, kPageSize);  // populated, all zero
+  // pages 1..7 never touched
+  auto pm = MakePm();
+  std::string err;
+  ASSERT_TRUE(pm->AddRegion(5, m.data(), kPages, &err)) << err;
+  Merger* mg = pm->merger();
+  StableHandle s = 0;
+  EXPECT_EQ(mg->CreateStable({5, 1}, &s), MergeResult::kNotPopulated);
+  EXPECT_EQ(pm->pool_pages(), 0u);
+  EXPECT_EQ(pm->vmas_used(), 0u);
+  ASSERT_EQ(mg->CreateStable({5, 0}, &s), MergeResult::kMerged);  // the populated zero page
+  EXPECT_EQ(mg->MergeInto(s, {5, 2}), MergeResult::kNotPopulated);
+  // Read (now it maps the shared zero page): still nothing behind it.
+  EXPECT_EQ(m.page(3)[100], 0);
+  EXPECT_EQ(mg->MergeInto(s, {5, 3}), MergeResult::kNotPopulated);
+  EXPECT_FALSE(mg->IsMerged({5, 2}));
+  EXPECT_FALSE(mg->IsMerged({5, 3}));
+  EXPECT_EQ(pm->pool_pages(), 1u);
+  ProcessMemoryStats st = pm->stats();
+  EXPECT_EQ(st.merges, 1u);
+  EXPECT_EQ(st.errors, 0u);
+  EXPECT_EQ(st.changed, 0u);
+  // Once written (zero content, but real memory), it merges.
+  m.page(4)[0] = 1;
+  m.page(4)[0] = 0;
+  EXPECT_EQ(mg->MergeInto(s, {5, 4}), MergeResult::kMerged);
+  EXPECT_TRUE(mg->IsMerged({5, 4}));
+  pm->RemoveRegion(5);
+}
+
+// A write in the remap window (after the mmap/madvise, before the new
+// mapping is protected) raises no fault. The merger no longer reads the
+// page back at once: the next harvest must still report the page dirty,
+// and the write must have landed.
+TEST(ProcessMemory, WriteInRemapWindowIsReportedByNextHarvest) {
+  constexpr size_t kPages = 8;
+  AnonMapping m(kPages);
+  for (size_t i = 0; i < 4; ++i) FillSeed(m.page(i), 9);
+  for (size_t i = 4; i < kPages; ++i) memset(m.page(i), 0, kPageSize), m.page(i)[0] = 1, m.page(i)[0] = 0;
+  ProcessMemoryOptions o;
+  size_t window_writes = 0;
+  uint8_t* target_stable = m.page(2);
+  uint8_t* target_zero = m.page(6);
+  o.in_remap_window = [&](uint8_t* p) {
+    if (p == target_stable || p == target_zero) {
+      p[64] = 0xAB;  // no fault: the new mapping is not protected yet
+      ++window_writes;
+    }
+  };
+  auto pm = MakePm(o);
+  std::string err;
+  ASSERT_TRUE(pm->AddRegion(6, m.data(), kPages, &err)) << err;
+  ASSERT_NE(pm->dirty_log(), nullptr);
+  Harvest(pm.get(), 6, kPages);
+  // The fact the merger relies on to skip protecting a candidate: a clean
+  // (protected) present page shows the uffd-wp bit in pagemap.
+  for (size_t i = 0; i < kPages; ++i) {
+    PagemapEntry e = EntryOf(m.page(i));
+    ASSERT_TRUE(e.present && e.uffd_wp) << i;
+  }
+  Merger* mg = pm->merger();
+  StableHandle s = 0;
+  ASSERT_EQ(mg->CreateStable({6, 0}, &s), MergeResult::kMerged);
+  for (size_t i = 1; i < 4; ++i) ASSERT_EQ(mg->MergeInto(s, {6, i}), MergeResult::kMerged) << i;
+  for (size_t i = 4; i < kPages; ++i) ASSERT_EQ(mg->MergeZero({6, i}), MergeResult::kMerged) << i;
+  EXPECT_EQ(window_writes, 2u);
+  EXPECT_EQ(pm->stats().wp_faults, 0u);  // the window writes did not fault
+  auto b = Harvest(pm.get(), 6, kPages);
+  for (size_t i = 0; i < kPages; ++i) {
+    bool written = i == 2 || i == 6;
+    EXPECT_EQ(Bit(b, i), written) << i;
+    EXPECT_EQ(mg->IsMerged({6, i}), !written) << i;
+  }
+  EXPECT_EQ(pm->stats().racing_writes, 2u);
+  EXPECT_EQ(m.page(2)[64], 0xAB);
+  EXPECT_EQ(m.page(6)[64], 0xAB);
+  EXPECT_TRUE(HasSeed(m.page(1), 9));
+  // A write through the fault thread lifts the protection: no uffd-wp bit.
+  m.page(7)[1] = 1;
+  EXPECT_FALSE(EntryOf(m.page(7)).uffd_wp);
+  EXPECT_EQ(pm->stats().wp_faults, 1u);
+  pm->RemoveRegion(6);
+}
+
 TEST(ProcessMemory, DirtyLogSeesEveryWriteOnce) {
   constexpr size_t kPages = 200;
   AnonMapping m(kPages);

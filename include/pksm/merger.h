@@ -25,7 +25,7 @@ namespace pksm {
 enum class MergeResult {
   kMerged,        // the page now maps the stable (or zero) page
   kChanged,       // the content differed under protection; nothing changed
-  kNotPopulated,  // (MergeZero only) the page was never populated: no saving
+  kNotPopulated,  // the page was never populated (no memory behind it): no saving
   kNoBudget,      // a resource limit (e.g. the VMA budget) refuses new mappings
   kError,         // an OS error; nothing changed, the page keeps its content
 };
@@ -40,11 +40,15 @@ class Merger {
 
   // Copies `page`'s current content into a new stable page of the store and
   // maps `page` onto it. On kMerged, *out names the new stable page, which
-  // has exactly one mapping (`page`).
+  // has exactly one mapping (`page`). kNotPopulated (nothing changed, no
+  // stable page made) when `page` has no memory behind it: untouched guest
+  // RAM reads zero without costing anything, so giving it a stable page
+  // would save nothing and spend a mapping. The engine treats it as it
+  // treats kNotPopulated from MergeZero.
   virtual MergeResult CreateStable(PageRef page, StableHandle* out) = 0;
 
   // Maps `page` onto stable page `s` if, under protection, its content
-  // equals the stable page's.
+  // equals the stable page's. kNotPopulated as for CreateStable.
   virtual MergeResult MergeInto(StableHandle s, PageRef page) = 0;
 
   // If, under protection, `page` is all zero, drops its private memory so it

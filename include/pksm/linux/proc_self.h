@@ -46,6 +46,10 @@ class Pagemap {
   int fd() const { return fd_; }
   // The entry of the page containing `addr`; false on a read error.
   bool Read(const void* addr, PagemapEntry* out) const;
+  // The raw entries of `n` consecutive pages from the one containing
+  // `addr`, in one pread; false on a read error. Decode with Decode().
+  bool ReadRaw(const void* addr, size_t n, uint64_t* out) const;
+  static PagemapEntry Decode(uint64_t raw);
 
  private:
   int fd_ = -1;

@@ -9,9 +9,11 @@
 // Race safety (why a write racing a merge always lands): every region is
 // registered with ONE synchronous userfaultfd write-protect context. That
 // single context serves both users of write protection:
-//   * the Merger protects a candidate page, compares it, remaps a pool page
-//     (or drops it for zero) and only then wakes writers, who were blocked in
-//     the kernel all along and now get a normal copy-on-write;
+//   * the Merger protects a candidate page (or finds it protected), compares
+//     it, remaps a pool page (or drops it for zero) and protects the new
+//     mapping; writers that hit the page were blocked in the kernel all along
+//     and are woken by the fault thread once the merge is over, then get a
+//     normal copy-on-write;
 //   * the dirty log: a clean page is write-protected; its first write faults
 //     once, the fault thread marks the page dirty, un-protects it and wakes
 //     the writer; Harvest re-protects the pages it reports. Fault handling
@@ -72,6 +74,10 @@ struct ProcessMemoryOptions {
   // (1-based) remapping mmap fail with ENOMEM. 0 = off.
   bool simulate_no_uffd = false;
   uint64_t fail_mmap_after = 0;
+  // Test hook: called (owner thread, lock held) with the page's address
+  // right after a merge remapped or dropped it and before the new mapping
+  // is protected: a write from here is a write in the remap window.
+  std::function<void(uint8_t*)> in_remap_window;
 
   // Log sink for rare events (budget reached, OS errors). Default: stderr
   // with a "pksm: " prefix.
