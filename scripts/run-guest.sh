@@ -15,7 +15,7 @@
 #     --name NAME           file prefix (default guest)
 #
 # Example: scripts/run-guest.sh --plugin-args sleep-ms=20,pages-to-scan=4000
-#          scripts/pksm-ctl --socket out/run/guest.qmp query
+#          tools/pksm-ctl/pksm-ctl status --socket out/run/guest.qmp
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
