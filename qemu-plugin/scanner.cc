@@ -18,6 +18,8 @@ namespace {
 
 constexpr int kRunStateRestoreVm = 8;
 constexpr int kRunStateSaveVm = 10;
+// Least time between two syncs of QEMU's dirty log (see Scanner::Round).
+constexpr auto kSnapshotInterval = std::chrono::milliseconds(250);
 
 uint64_t ThreadCpuNs() {
   timespec ts{};
@@ -129,7 +131,17 @@ void Scanner::Round() {
     if (!err.empty()) Log("parameters refused by the engine: " + err);
   }
   bool step = PrepareUnderBql();
-  if (step && qemu_dirty_log_) {
+  // Syncing QEMU's dirty log is not free for the guest: under TCG every
+  // snapshot re-arms the slow path for the next store to each cleared page,
+  // and under KVM it re-protects them. Taking it on every wake-up (50 times
+  // a second at sleep-ms=20) cost a guest that keeps writing ~8% of its
+  // memory throughput and doubled the scanner's CPU (scripts/bench-guest.sh);
+  // a page is visited only once per pass (seconds), so fresher bits buy
+  // nothing. Between snapshots the engine just finds no new bits: merges are
+  // still decided under write protection, so nothing can be lost.
+  const auto now = std::chrono::steady_clock::now();
+  if (step && qemu_dirty_log_ && now - last_snapshot_ >= kSnapshotInterval) {
+    last_snapshot_ = now;
     // QEMU may drop the BQL inside the snapshot (see QemuDirtyLog); the
     // notifiers that then run need owner_mu_, so let go of it meanwhile
     // and look at the state again afterwards.

@@ -129,6 +129,8 @@ class Scanner {
   bool discard_held_ = false;       // we hold ram_block_discard_disable(true)
   bool budget_exhausted_ = false;
   std::chrono::steady_clock::time_point resume_retry_at_{};  // after a failed Resume()
+  // QEMU's dirty log is synced at most every kSnapshotInterval (see Round()).
+  std::chrono::steady_clock::time_point last_snapshot_{};
   uint64_t last_budget_refusals_ = 0;
   uint64_t scanner_cpu_ns_ = 0;
 };

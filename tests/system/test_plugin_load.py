@@ -6,6 +6,7 @@ its RAM blocks exist and QMP answers, but no guest code runs. Every QEMU is
 ended by its PID.
 """
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -78,6 +79,7 @@ class Qemu:
                 self.proc.kill()
                 self.proc.wait()
         self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 @pytest.fixture
