@@ -298,19 +298,8 @@ PhaseResult RunKernelKsmPhase(const HostOptions& o, const Workload& w_in) {
   double last_print = 0;
   for (;;) {
     ThrowIfStopRequested();
-    if (std::string e = monitor.error(); !e.empty()) throw std::runtime_error(e);
     const double now = NowSeconds() - t0;
-    if (monitor.steady()) {
-      r.steady = true;
-      r.seconds_detected = monitor.steady_time();
-      break;
-    }
-    if (now > o.timeout_sec) {
-      r.timed_out = true;
-      r.seconds_detected = now;
-      Progress("[kernel_ksm] timeout after %.1fs before steady state", now);
-      break;
-    }
+    if (monitor.Done(now, o.timeout_sec, "kernel_ksm", &r)) break;
     if (now - last_print >= 1.0) {
       last_print = now;
       Progress("[kernel_ksm] %.1fs saved %llu/%llu pages (page tables; ksm counters: sharing %llu, zero %llu) "

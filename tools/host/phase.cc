@@ -129,6 +129,22 @@ std::string SaveMonitor::error() const {
   return error_;
 }
 
+bool SaveMonitor::Done(double now, double timeout_sec, const char* tag, PhaseResult* r) const {
+  if (std::string e = error(); !e.empty()) throw std::runtime_error(e);
+  if (steady()) {
+    r->steady = true;
+    r->seconds_detected = steady_time();
+    return true;
+  }
+  if (now > timeout_sec) {
+    r->timed_out = true;
+    r->seconds_detected = now;
+    Progress("[%s] timeout after %.1fs before steady state", tag, now);
+    return true;
+  }
+  return false;
+}
+
 void SaveMonitor::Run() {
   // The monitor measures; it runs at the process's base nice in both
   // phases whatever the merging thread's is (lowering needs root).

@@ -127,6 +127,10 @@ class SaveMonitor {
   uint64_t polls() const { return polls_.load(); }
   double interval_ms() const { return interval_ms_.load(); }
   std::string error() const;  // a pagemap failure stops the monitor
+  // The end test both phases' loops share: throws the monitor's error; true
+  // (and r->steady / r->timed_out, r->seconds_detected set) once the saving
+  // is steady or `now` passed `timeout_sec`, which `tag` reports.
+  bool Done(double now, double timeout_sec, const char* tag, PhaseResult* r) const;
 
  private:
   void Run();

@@ -182,7 +182,6 @@ PhaseResult RunPksmPhase(const HostOptions& o, const Workload& w) {
   Stats s;
   for (;;) {
     ThrowIfStopRequested();
-    if (std::string e = monitor.error(); !e.empty()) throw std::runtime_error(e);
     engine->Step(o.pages_to_scan);
     s = engine->GetStats();
     full_scans.store(s.full_scans);
@@ -192,17 +191,7 @@ PhaseResult RunPksmPhase(const HostOptions& o, const Workload& w) {
       Progress("[pksm] %.1fs VMA budget reached (%llu mappings): non-zero merges are being refused", now,
                static_cast<unsigned long long>(pm->vma_budget()));
     }
-    if (monitor.steady()) {
-      r.steady = true;
-      r.seconds_detected = monitor.steady_time();
-      break;
-    }
-    if (now > o.timeout_sec) {
-      r.timed_out = true;
-      r.seconds_detected = now;
-      Progress("[pksm] timeout after %.1fs before steady state", now);
-      break;
-    }
+    if (monitor.Done(now, o.timeout_sec, "pksm", &r)) break;
     if (now - last_print >= 1.0) {
       last_print = now;
       Progress("[pksm] %.1fs saved %llu/%llu pages (page tables; engine: sharing %llu, zero %llu) full_scans %llu "
