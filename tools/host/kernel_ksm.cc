@@ -355,22 +355,8 @@ PhaseResult RunKernelKsmPhase(const HostOptions& o, const Workload& w_in) {
   VerifyResult v = VerifyPages(keys, m.data());
   guard->Unmerge();
   VerifyResult v2 = VerifyPages(keys, m.data());
-  r.integrity_errors = v.mismatches + v2.mismatches;
-  if (v.mismatches || v2.mismatches) {
-    const VerifyResult& f = v.mismatches ? v : v2;
-    Progress("[kernel_ksm] INTEGRITY: %llu pages wrong while merged, %llu after unmerge; first page %llu "
-             "expected key %llx found %llx",
-             static_cast<unsigned long long>(v.mismatches), static_cast<unsigned long long>(v2.mismatches),
-             static_cast<unsigned long long>(f.first_page), static_cast<unsigned long long>(f.first_expected),
-             static_cast<unsigned long long>(f.first_found));
-  }
-  if (writers) {
-    r.writes = writers->writes();
-    r.lost_writes = writers->lost_writes();
-    for (uint64_t i = 0; i < keys.size(); ++i) {
-      if (written[i] && !PageMatches(m.data() + i * kHostPageSize, keys[i])) ++r.lost_writes;
-    }
-  }
+  RecordIntegrity("kernel_ksm", v, v2, writers != nullptr, writers ? writers->writes() : 0,
+                  writers ? writers->lost_writes() : 0, keys, written, m.data(), &r);
   std::string problems = guard->Restore();
   JsonObject knobs;
   for (auto& [k, val] : guard->originals()) knobs.Add(k, val);

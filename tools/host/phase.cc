@@ -251,4 +251,25 @@ void MeasureAfter(const WorkloadMapping& m, uint64_t pool_pages, PhaseResult* r)
   r->max_map_count = ReadMaxMapCount();
 }
 
+void RecordIntegrity(const char* tag, const VerifyResult& merged, const VerifyResult& unmerged, bool writers,
+                     uint64_t writes, uint64_t lost_writes, const std::vector<uint64_t>& keys,
+                     const std::vector<uint8_t>& written, const uint8_t* base, PhaseResult* r) {
+  r->integrity_errors = merged.mismatches + unmerged.mismatches;
+  if (merged.mismatches || unmerged.mismatches) {
+    const VerifyResult& f = merged.mismatches ? merged : unmerged;
+    Progress("[%s] INTEGRITY: %llu pages wrong while merged, %llu after unmerge; first page %llu "
+             "expected key %llx found %llx",
+             tag, static_cast<unsigned long long>(merged.mismatches),
+             static_cast<unsigned long long>(unmerged.mismatches), static_cast<unsigned long long>(f.first_page),
+             static_cast<unsigned long long>(f.first_expected), static_cast<unsigned long long>(f.first_found));
+  }
+  if (writers) {
+    r->writes = writes;
+    r->lost_writes = lost_writes;
+    for (uint64_t i = 0; i < keys.size(); ++i) {
+      if (written[i] && !PageMatches(base + i * kHostPageSize, keys[i])) ++r->lost_writes;
+    }
+  }
+}
+
 }  // namespace pksm::host

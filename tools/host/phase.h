@@ -172,6 +172,15 @@ class WorkloadMapping {
   uint64_t pages_ = 0;
 };
 
+// Integrity of a phase: `merged` and `unmerged` are VerifyPages() results
+// taken while merged and after unmerging; with writers (`writes`, their
+// `lost_writes` count so far), every page a writer wrote (`written`) must
+// still read its last key. Fills r->integrity_errors, writes, lost_writes
+// and reports problems as "[tag] INTEGRITY: ...".
+void RecordIntegrity(const char* tag, const VerifyResult& merged, const VerifyResult& unmerged, bool writers,
+                     uint64_t writes, uint64_t lost_writes, const std::vector<uint64_t>& keys,
+                     const std::vector<uint8_t>& written, const uint8_t* base, PhaseResult* r);
+
 // Progress lines ("[pksm] ...") on stdout, flushed.
 void Progress(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 

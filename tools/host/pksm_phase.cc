@@ -243,22 +243,8 @@ PhaseResult RunPksmPhase(const HostOptions& o, const Workload& w) {
   engine->Step(o.pages_to_scan);
   const Stats after_unmerge = engine->GetStats();
   VerifyResult v2 = VerifyPages(keys, m.data());
-  r.integrity_errors = v.mismatches + v2.mismatches;
-  if (v.mismatches || v2.mismatches) {
-    const VerifyResult& f = v.mismatches ? v : v2;
-    Progress("[pksm] INTEGRITY: %llu pages wrong while merged, %llu after unmerge; first page %llu "
-             "expected key %llx found %llx",
-             static_cast<unsigned long long>(v.mismatches), static_cast<unsigned long long>(v2.mismatches),
-             static_cast<unsigned long long>(f.first_page), static_cast<unsigned long long>(f.first_expected),
-             static_cast<unsigned long long>(f.first_found));
-  }
-  if (writers) {
-    r.writes = writers->writes();
-    r.lost_writes = writers->lost_writes();
-    for (uint64_t i = 0; i < keys.size(); ++i) {
-      if (written[i] && !PageMatches(m.data() + i * kHostPageSize, keys[i])) ++r.lost_writes;
-    }
-  }
+  RecordIntegrity("pksm", v, v2, writers != nullptr, writers ? writers->writes() : 0,
+                  writers ? writers->lost_writes() : 0, keys, written, m.data(), &r);
   Progress("[pksm] unmerged %llu pages (left merged: %llu sharing, %llu zero) and verified",
            static_cast<unsigned long long>(after_unmerge.unmerges),
            static_cast<unsigned long long>(after_unmerge.pages_sharing),
