@@ -320,6 +320,8 @@ class LinuxProcessMemory final : public ProcessMemory {
   bool PageAboutToMerge(Region* r, size_t i, MergeResult* refuse);
   bool ProtectCandidate(Region* r, size_t i, bool refuse_unpopulated, MergeResult* refuse);
   void NoteRemap(Region* r, size_t i);
+  // Bookkeeping of a page now mapping pool page `off` (CreateStable, MergeInto).
+  MergeResult CommitStableMerge(Region* r, size_t i, uint32_t off, std::chrono::steady_clock::time_point t0);
   void CheckRemapWindows(Region* r);
   int64_t VmaDelta(const Region* r, size_t i, uint32_t new_key) const;
   void SetKey(Region* r, size_t i, uint32_t new_key);
@@ -998,10 +1000,15 @@ MergeResult LinuxProcessMemory::CreateStable(PageRef page, StableHandle* out) {
     uffd_.Wake(p, kPageSize);
     return res;
   }
+  *out = off;
+  return CommitStableMerge(r, i, off, t0);
+}
+
+MergeResult LinuxProcessMemory::CommitStableMerge(Region* r, size_t i, uint32_t off,
+                                                  std::chrono::steady_clock::time_point t0) {
   r->state[i] = PageState::kStable;
   ++refs_[off];
   NoteRemap(r, i);
-  *out = off;
   ++stats_.merges;
   stats_.merge_ns += static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
@@ -1034,13 +1041,7 @@ MergeResult LinuxProcessMemory::MergeInto(StableHandle s, PageRef page) {
     uffd_.Wake(p, kPageSize);
     return res;
   }
-  r->state[i] = PageState::kStable;
-  ++refs_[off];
-  NoteRemap(r, i);
-  ++stats_.merges;
-  stats_.merge_ns += static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
-  return MergeResult::kMerged;
+  return CommitStableMerge(r, i, off, t0);
 }
 
 MergeResult LinuxProcessMemory::MergeZero(PageRef page) {

@@ -124,11 +124,6 @@ class KsmLock {
   int fd_ = -1;
 };
 
-void SleepMs(double ms) {
-  timespec ts{static_cast<time_t>(ms / 1000), static_cast<long>(std::fmod(ms, 1000.0) * 1e6)};
-  nanosleep(&ts, nullptr);
-}
-
 }  // namespace
 
 std::optional<std::string> ReadKsmKnob(const std::string& knob) {
@@ -342,14 +337,7 @@ PhaseResult RunKernelKsmPhase(const HostOptions& o, const Workload& w_in) {
            r.steady ? "yes" : "no", r.seconds_detected, r.seconds_to_steady,
            static_cast<unsigned long long>(r.saved_pages), r.cpu_seconds);
 
-  if (o.hold_sec > 0) {
-    Progress("[kernel_ksm] holding for %.1fs (pid %d)", o.hold_sec, static_cast<int>(getpid()));
-    const double until = NowSeconds() + o.hold_sec;
-    while (NowSeconds() < until) {
-      ThrowIfStopRequested();
-      SleepMs(50);
-    }
-  }
+  HoldForInspection("kernel_ksm", o.hold_sec);
 
   // Every page must read what was last written: merged, then unmerged.
   VerifyResult v = VerifyPages(keys, m.data());

@@ -2,6 +2,7 @@
 
 #include <sys/mman.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
@@ -14,6 +15,7 @@
 #include <utility>
 
 #include "proc_stats.h"
+#include "stop_signals.h"
 
 namespace pksm::host {
 
@@ -221,6 +223,12 @@ double NowSeconds() {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
 }
 
+void SleepMs(double ms) {
+  if (ms <= 0) return;
+  timespec ts{static_cast<time_t>(ms / 1000), static_cast<long>(std::fmod(ms, 1000.0) * 1e6)};
+  nanosleep(&ts, nullptr);
+}
+
 uint64_t ReadMaxMapCount() {
   auto s = ReadSmallFile("/proc/sys/vm/max_map_count");
   if (!s) return 0;
@@ -269,6 +277,16 @@ void RecordIntegrity(const char* tag, const VerifyResult& merged, const VerifyRe
     for (uint64_t i = 0; i < keys.size(); ++i) {
       if (written[i] && !PageMatches(base + i * kHostPageSize, keys[i])) ++r->lost_writes;
     }
+  }
+}
+
+void HoldForInspection(const char* tag, double seconds) {
+  if (seconds <= 0) return;
+  Progress("[%s] holding for %.1fs (pid %d)", tag, seconds, static_cast<int>(getpid()));
+  const double until = NowSeconds() + seconds;
+  while (NowSeconds() < until) {
+    ThrowIfStopRequested();
+    SleepMs(50);
   }
 }
 

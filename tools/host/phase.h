@@ -181,11 +181,17 @@ void RecordIntegrity(const char* tag, const VerifyResult& merged, const VerifyRe
                      uint64_t writes, uint64_t lost_writes, const std::vector<uint64_t>& keys,
                      const std::vector<uint8_t>& written, const uint8_t* base, PhaseResult* r);
 
+// --hold: keeps everything mapped for `seconds` (inspection from outside),
+// saying so as "[tag] holding ..."; a stop request ends it by throwing.
+void HoldForInspection(const char* tag, double seconds);
+
 // Progress lines ("[pksm] ...") on stdout, flushed.
 void Progress(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
 
 // Seconds on a monotonic clock.
 double NowSeconds();
+// Sleeps `ms` milliseconds (fractions allowed; 0 returns at once).
+void SleepMs(double ms);
 
 // Reads vm.max_map_count (0 if unreadable).
 uint64_t ReadMaxMapCount();

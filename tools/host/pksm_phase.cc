@@ -37,12 +37,6 @@ DirtyLogKind ToKind(DirtyLogChoice c) {
   return DirtyLogKind::kAuto;
 }
 
-void SleepMs(uint32_t ms) {
-  if (ms == 0) return;
-  timespec ts{static_cast<time_t>(ms / 1000), static_cast<long>(ms % 1000) * 1000000L};
-  nanosleep(&ts, nullptr);
-}
-
 // The region must leave ProcessMemory before its memory is unmapped, and
 // the engine must go before the seams it reads.
 class RegionRegistration {
@@ -226,14 +220,7 @@ PhaseResult RunPksmPhase(const HostOptions& o, const Workload& w) {
            static_cast<unsigned long long>(r.saved_pages), r.cpu_seconds,
            r.budget_capped ? ", CAPPED by the VMA budget" : "");
 
-  if (o.hold_sec > 0) {
-    Progress("[pksm] holding for %.1fs (pid %d)", o.hold_sec, static_cast<int>(getpid()));
-    const double until = NowSeconds() + o.hold_sec;
-    while (NowSeconds() < until) {
-      ThrowIfStopRequested();
-      SleepMs(50);
-    }
-  }
+  HoldForInspection("pksm", o.hold_sec);
 
   // Every page must read what was last written: merged, then unmerged.
   VerifyResult v = VerifyPages(keys, m.data());
