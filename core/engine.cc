@@ -196,11 +196,20 @@ class Engine::Impl {
     Region* r = Live(id);
     if (!r || first >= r->pages) return;
     size_t end = first + std::min(count, r->pages - first);
-    for (size_t i = first; i < end; ++i) TrackPage(r, i);
+    for (size_t i = first; i < end; ++i) TrackPage(r, i, /*by_track=*/true);
   }
 
   // Gives page i a record on the new list (the rescan list in ksm mode).
-  void TrackPage(Region* r, size_t i) {
+  //
+  // A page tracked because the dirty log reported a write counts as written
+  // on its first visit. A page handed over by Track() (content that exists
+  // now) is judged at its first visit by the dirty log itself when there is
+  // one: the log reports every write since the region was added, so the
+  // time between Track() and the visit is a real observation, the one the
+  // kernel spends a whole checksum pass on. This is what lets a settled
+  // page merge in the first pass with delay 1. See ScanItem for the guard
+  // that keeps that observation from being empty.
+  void TrackPage(Region* r, size_t i, bool by_track = false) {
     RmapItem* it = r->EnsureItem(i);
     if (it->state == ItemState::kDel) {
       Unlink(it);  // revived before the scanner freed it
@@ -216,7 +225,12 @@ class Engine::Impl {
     it->checksum = 0;
     it->unstable_gen = 0;
     it->stable_version = 0;
-    r->SetWritten(i);  // a fresh page counts as written on its first visit
+    if (by_track && !UseChecksum()) {
+      it->flags = kFreshTrack;
+      it->tracked_at = harvests_;
+    } else {
+      r->SetWritten(i);  // a fresh page counts as written on its first visit
+    }
     if (params_.mode == Mode::kKsm) {
       it->state = ItemState::kRescan;
       Push(it, RescanTodo());
@@ -363,6 +377,7 @@ class Engine::Impl {
 
   // Harvests every live region and handles the newly reported writes.
   void HarvestDirtyLog() {
+    ++harvests_;
     dirty_->Sync();
     for (auto& rp : regions_) {
       Region* r = rp.get();
@@ -490,6 +505,7 @@ class Engine::Impl {
       ScanItem(it);
       ++examined;
     }
+    merger_->Flush();
     return examined;
   }
 
@@ -537,6 +553,20 @@ class Engine::Impl {
       written = ConsumeWritten(it, r, data);
     } else {
       written = r->TestAndClearWritten(it->index);
+      if (it->flags & kFreshTrack) {
+        // A fresh record's first visit covers Track() .. this step's
+        // harvest. Unless a whole sleep lies in between (two harvests
+        // since Track), that proves nothing: send it to the back of this
+        // pass's todo list once, so it is judged later in the same pass.
+        if (!written && harvests_ < it->tracked_at + 2 && !(it->flags & kRequeued)) {
+          it->flags |= kRequeued;
+          Push(it, NewTodo());
+          return;
+        }
+        if (harvests_ < it->tracked_at + 2) written = true;  // still unobserved
+        it->flags &= static_cast<uint8_t>(~(kFreshTrack | kRequeued));
+        it->checksum = 0;
+      }
     }
     if (written) it->flags &= static_cast<uint8_t>(~(kHashValid | kNonZeroKnown));
     if (unstable_.Contains(it)) {
@@ -886,6 +916,7 @@ class Engine::Impl {
   std::vector<RmapItem*> sweep_;  // scratch
 
   uint32_t pass_ = 1;
+  uint64_t harvests_ = 0;  // dirty-log harvests so far (Step count with a dirty log)
   bool tree_stale_ = false;  // a node of the unstable tree changed this pass
   uint32_t stable_version_ = 1;
   uint32_t ratio_acc_ = 0;

@@ -43,6 +43,10 @@ enum class ListId : uint8_t { kNew0, kNew1, kRescan0, kRescan1, kDel, kZero, kMa
 inline constexpr uint8_t kHashValid = 1;      // partial_hash matches the content
 inline constexpr uint8_t kChecksumValid = 2;  // checksum was recorded at a visit
 inline constexpr uint8_t kNonZeroKnown = 4;   // seen non-zero, unwritten since
+// Tracked by Engine::Track with a dirty log: its first visit judges it by
+// the dirty log (written since tracking?) instead of assuming it written.
+inline constexpr uint8_t kFreshTrack = 8;
+inline constexpr uint8_t kRequeued = 16;      // a fresh record sent back once (see ScanItem)
 
 using ListHook = boost::intrusive::list_member_hook<boost::intrusive::link_mode<boost::intrusive::normal_link>>;
 using TreeHook = boost::intrusive::set_member_hook<boost::intrusive::link_mode<boost::intrusive::normal_link>,
@@ -55,6 +59,7 @@ struct RmapItem {
   union {
     uint64_t checksum;       // full-page xxh3 (checksum volatility), unmerged pages
     StableDup* dup;          // the stable page a kStable record maps
+    uint64_t tracked_at;     // kFreshTrack: the engine's harvest count at Track()
   };
   uint32_t index = 0;        // page index in its region
   uint32_t last_pass = 0;    // pass number of the last visit

@@ -193,8 +193,19 @@ struct Region {
   // Pages remapped (merged) since the last harvest whose remap window has
   // not been checked yet (see CheckRemapWindows).
   std::vector<uint32_t> unchecked;
+  std::chrono::steady_clock::time_point last_audit{};  // see AuditProtection
   uint8_t* Addr(size_t i) const { return host + i * kPageSize; }
   size_t bytes() const { return pages * kPageSize; }
+};
+
+// A merge that was decided and verified under protection but whose
+// page-table change waits for FlushLocked (see QueueRemap).
+struct PendingRemap {
+  Region* r;
+  uint32_t index;
+  uint32_t new_key;  // pool offset, or kAnonKey for a zero merge
+  uint32_t old_key;  // what the page's VMA mapped before
+  bool zero;
 };
 
 class LinuxProcessMemory;
@@ -219,6 +230,7 @@ class LinuxMerger final : public Merger {
   bool IsMerged(PageRef page) override;
   const uint8_t* StableData(StableHandle s) override;
   void ReleaseStable(StableHandle s) override;
+  void Flush() override;
 
  private:
   LinuxProcessMemory* pm_;
@@ -283,6 +295,10 @@ class LinuxProcessMemory final : public ProcessMemory {
   bool IsMerged(PageRef page);
   const uint8_t* StableData(StableHandle s) { return pool_.Page(static_cast<uint32_t>(s)); }
   void ReleaseStable(StableHandle s);
+  void Flush() {
+    OwnerLock l(mu_, fault_waiting_);
+    FlushLocked();
+  }
   void Harvest(RegionId region, size_t pages, uint64_t* dirty);
 
  private:
@@ -319,16 +335,21 @@ class LinuxProcessMemory final : public ProcessMemory {
   void LeaveStable(Region* r, size_t i);  // state stable -> private
   bool PageAboutToMerge(Region* r, size_t i, MergeResult* refuse);
   bool ProtectCandidate(Region* r, size_t i, bool refuse_unpopulated, MergeResult* refuse);
+  bool CandidateEntry(Region* r, size_t i, PagemapEntry* e);
+  void PageTablesChanged() { ++pt_gen_; }
   void NoteRemap(Region* r, size_t i);
   // Bookkeeping of a page now mapping pool page `off` (CreateStable, MergeInto).
   MergeResult CommitStableMerge(Region* r, size_t i, uint32_t off, std::chrono::steady_clock::time_point t0);
   void CheckRemapWindows(Region* r);
   int64_t VmaDelta(const Region* r, size_t i, uint32_t new_key) const;
-  void SetKey(Region* r, size_t i, uint32_t new_key);
+  uint32_t AssignKey(Region* r, size_t i, uint32_t new_key);
   void DropKey(uint32_t key);
   bool OverBudget(int64_t delta);
   bool InjectMmapFailure();
-  MergeResult MapOver(Region* r, size_t i, uint32_t new_key);
+  void QueueRemap(Region* r, size_t i, uint32_t new_key, bool zero);
+  void FlushLocked();
+  void FlushCluster(size_t first, size_t end);
+  void FailRemap(const struct PendingRemap& p, int err);
   void Track(Region* r, size_t i);
   void AuditProtection(Region* r);
 
@@ -363,6 +384,18 @@ class LinuxProcessMemory final : public ProcessMemory {
   bool budget_logged_ = false;
   bool disabled_logged_ = false;
   ProcessMemoryStats stats_;
+  // Merges verified but not yet remapped (see QueueRemap).
+  std::vector<PendingRemap> pending_;
+  // Pagemap entries read ahead for merge candidates (see CandidateEntry),
+  // valid while pt_gen_ is unchanged: every page-table change of ours
+  // (protect, unprotect, remap, fault served) bumps it.
+  struct PagemapWindow {
+    const Region* r = nullptr;
+    size_t first = 0, n = 0;
+    uint64_t gen = 0;
+    uint64_t raw[64];
+  } window_;
+  uint64_t pt_gen_ = 1;
 };
 
 LinuxProcessMemory::~LinuxProcessMemory() {
@@ -373,6 +406,7 @@ LinuxProcessMemory::~LinuxProcessMemory() {
   }
   if (stop_fd_ >= 0) close(stop_fd_);
   OwnerLock l(mu_, fault_waiting_);
+  FlushLocked();
   if (have_uffd_ && !suspended_) {
     for (auto& [id, r] : regions_) uffd_.Unregister(r->host, r->bytes());
   }
@@ -510,6 +544,8 @@ void LinuxProcessMemory::HandleWriteFault(uintptr_t addr) {
   fault_waiting_.fetch_add(1, std::memory_order_relaxed);
   std::lock_guard<std::mutex> l(mu_);
   fault_waiting_.fetch_sub(1, std::memory_order_relaxed);
+  FlushLocked();  // the page may wait for its remap; the write lands after it
+  PageTablesChanged();
   ++stats_.wp_faults;
   void* p = reinterpret_cast<void*>(addr);
   Region* r = FindAddr(addr);
@@ -554,6 +590,7 @@ bool LinuxProcessMemory::AddRegion(RegionId id, void* host, size_t pages, std::s
   r->last_dirty.assign(pages, 0);
   r->streak.assign(pages, 0);
   r->skip.assign(pages, 0);
+  PageTablesChanged();
   if (have_uffd_ && !suspended_) {
     int e = uffd_.Register(host, r->bytes());
     if (e != 0) {
@@ -577,6 +614,8 @@ bool LinuxProcessMemory::AddRegion(RegionId id, void* host, size_t pages, std::s
 
 void LinuxProcessMemory::RemoveRegion(RegionId id) {
   OwnerLock l(mu_, fault_waiting_);
+  FlushLocked();
+  PageTablesChanged();
   auto it = regions_.find(id);
   if (it == regions_.end()) return;
   Region* r = it->second.get();
@@ -592,6 +631,8 @@ void LinuxProcessMemory::RemoveRegion(RegionId id) {
 
 void LinuxProcessMemory::Suspend() {
   OwnerLock l(mu_, fault_waiting_);
+  FlushLocked();
+  PageTablesChanged();
   if (!have_uffd_ || suspended_) return;
   for (auto& [id, r] : regions_) uffd_.Unregister(r->host, r->bytes());
   suspended_ = true;
@@ -599,6 +640,7 @@ void LinuxProcessMemory::Suspend() {
 
 bool LinuxProcessMemory::Resume(std::string* error) {
   OwnerLock l(mu_, fault_waiting_);
+  PageTablesChanged();
   if (!suspended_) return true;
   if (!have_uffd_) {
     *error = unavailable_;
@@ -647,6 +689,8 @@ const uint8_t* LinuxProcessMemory::PageData(PageRef page) {
 void LinuxProcessMemory::Harvest(RegionId region, size_t pages, uint64_t* out) {
   constexpr uint8_t kHotStreak = 3;
   OwnerLock l(mu_, fault_waiting_);
+  FlushLocked();
+  PageTablesChanged();
   Region* r = Find(PageRef{region, 0});
   if (r == nullptr) return;
   size_t n = std::min(pages, r->pages);
@@ -707,8 +751,21 @@ void LinuxProcessMemory::Harvest(RegionId region, size_t pages, uint64_t* out) {
 // every page mapped without protection; each gets its dirty bit, so the
 // harvest reports it and protects it again. Pages the fault thread made
 // writable are found too (they are dirty already).
+//
+// The walk costs time in proportion to the region (and its VMAs), not to
+// what was written, so it runs at most every audit_interval_ms: a write
+// after a discard is reported up to that much later. That delays a
+// decision, never corrupts one: every merge compares the page under
+// protection. (Discards racing a merge itself are another matter: the
+// caller must not discard pages while they are being merged; the QEMU
+// plugin disables RAM discards while it merges.)
 void LinuxProcessMemory::AuditProtection(Region* r) {
   if (!scan_ok_) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (r->last_audit.time_since_epoch().count() != 0 &&
+      now - r->last_audit < std::chrono::milliseconds(options_.audit_interval_ms))
+    return;
+  r->last_audit = now;
   PmPageRegion vec[128];
   PmScanArg a{};
   a.size = sizeof a;
@@ -772,13 +829,16 @@ int64_t LinuxProcessMemory::VmaDelta(const Region* r, size_t i, uint32_t nk) con
   return after - before;
 }
 
-void LinuxProcessMemory::SetKey(Region* r, size_t i, uint32_t nk) {
+// Points page i at key nk (VMA count included) and returns the old key,
+// still referenced: the caller drops it once no VMA maps it any more.
+uint32_t LinuxProcessMemory::AssignKey(Region* r, size_t i, uint32_t nk) {
   int64_t d = VmaDelta(r, i, nk);
-  DropKey(r->key[i]);
+  uint32_t old = r->key[i];
   if (nk != kAnonKey) ++key_refs_[nk];
   r->key[i] = nk;
   r->extra_vmas = static_cast<uint64_t>(static_cast<int64_t>(r->extra_vmas) + d);
   vmas_used_ = static_cast<uint64_t>(static_cast<int64_t>(vmas_used_) + d);
+  return old;
 }
 
 // A page's VMA no longer maps pool offset `key`: once none does, a retired
@@ -817,6 +877,7 @@ bool LinuxProcessMemory::PageAboutToMerge(Region* r, size_t i, MergeResult* refu
     *refuse = MergeResult::kError;
     return false;
   }
+  if (r->state[i] != PageState::kPrivate) FlushLocked();  // it may be waiting for its remap
   if (r->state[i] != PageState::kPrivate && IsMergedLocked(r, i)) {
     Log("merge refused: region " + std::to_string(r->id) + " page " + std::to_string(i) +
         " is already merged");
@@ -824,6 +885,30 @@ bool LinuxProcessMemory::PageAboutToMerge(Region* r, size_t i, MergeResult* refu
     *refuse = MergeResult::kError;
     return false;
   }
+  return true;
+}
+
+// The pagemap entry of merge candidate i. The engine examines pages in
+// address order, so entries are read 64 at a time (one pread instead of
+// one per merge) and reused while none of our own page-table changes
+// happened since (pt_gen_). What can change behind our back is harmless
+// here: only a writable page changes without us, and a writable page shows
+// no uffd-wp bit, so it is protected before it is compared either way (a
+// stale "never populated" costs a missed merge, nothing else).
+bool LinuxProcessMemory::CandidateEntry(Region* r, size_t i, PagemapEntry* e) {
+  PagemapWindow& w = window_;
+  if (w.r != r || w.gen != pt_gen_ || i < w.first || i >= w.first + w.n) {
+    size_t n = std::min<size_t>(std::size(w.raw), r->pages - i);
+    if (!pagemap_.ReadRaw(r->Addr(i), n, w.raw)) {
+      w.r = nullptr;
+      return false;
+    }
+    w.r = r;
+    w.first = i;
+    w.n = n;
+    w.gen = pt_gen_;
+  }
+  *e = Pagemap::Decode(w.raw[i - w.first]);
   return true;
 }
 
@@ -846,14 +931,18 @@ bool LinuxProcessMemory::ProtectCandidate(Region* r, size_t i, bool refuse_unpop
                                           MergeResult* refuse) {
   uint8_t* p = r->Addr(i);
   PagemapEntry pe;
-  bool known = pagemap_.Read(p, &pe);
+  bool known = CandidateEntry(r, i, &pe);
   if (known && refuse_unpopulated && r->key[i] == kAnonKey && (NoMemory(pe) || ReadsZeroPage(pe))) {
     *refuse = MergeResult::kNotPopulated;  // no memory behind it: nothing to save
     return false;
   }
   if (known && pe.uffd_wp && !TestBit(r->untracked, i)) return true;  // protected already
   int e = uffd_.Protect(p, kPageSize);
+  // Only this page's protection changed: keep the window, with its bit set.
+  if (window_.r == r && i >= window_.first && i < window_.first + window_.n)
+    window_.raw[i - window_.first] |= uint64_t{1} << 57;
   if (e != 0) {
+    PageTablesChanged();
     ++stats_.errors;
     Log(std::string("write-protect failed: ") + strerror(e));
     *refuse = MergeResult::kError;
@@ -914,6 +1003,7 @@ void LinuxProcessMemory::CheckRemapWindows(Region* r) {
 // that cannot be registered is marked untracked: reported dirty at every
 // harvest until a later attempt succeeds.
 void LinuxProcessMemory::Track(Region* r, size_t i) {
+  PageTablesChanged();
   int e = uffd_.Register(r->Addr(i), kPageSize);
   if (e == 0) e = uffd_.Protect(r->Addr(i), kPageSize);
   if (e == 0) {
@@ -928,35 +1018,148 @@ void LinuxProcessMemory::Track(Region* r, size_t i) {
   }
 }
 
-// Maps pool page `nk` (or fresh anonymous memory for kAnonKey) over page i,
-// which is protected and verified. On success the new mapping is registered
-// and protected before return; writers are woken by the caller.
-MergeResult LinuxProcessMemory::MapOver(Region* r, size_t i, uint32_t nk) {
-  uint8_t* p = r->Addr(i);
-  void* m;
-  int err;
-  ProtectedAccess hide;
-  if (InjectMmapFailure()) {
-    m = MAP_FAILED;
-    err = ENOMEM;
-  } else if (nk == kAnonKey) {
-    m = mmap(p, kPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0);
-    err = errno;
-  } else {
-    m = mmap(p, kPageSize, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, pool_.fd(),
-             static_cast<off_t>(nk) * kPageSize);
-    err = errno;
+// Deferred remaps. A merge verifies the page under protection and then only
+// queues its page-table change; FlushLocked makes the queued changes sorted
+// by address, one call per run of consecutive pages: one mmap of a run of
+// consecutive pool offsets (or one MADV_DONTNEED of a run of zero pages),
+// one UFFDIO_REGISTER for a whole cluster of new mappings and one
+// UFFDIO_WRITEPROTECT per run. A page merged on its own pays for its own
+// mmap either way; a run of 64 pays for one instead of 64, and every merge
+// saves the register call. Until the flush the page keeps its memory (same
+// content) and stays protected, so a writer that hits it waits: the fault
+// thread flushes before it serves the fault (HandleWriteFault), and every
+// other entry point that reads the page tables flushes first too.
+// The engine flushes at the end of every step (Merger::Flush).
+void LinuxProcessMemory::QueueRemap(Region* r, size_t i, uint32_t nk, bool zero) {
+  constexpr size_t kMaxPending = 4096;
+  uint32_t old = AssignKey(r, i, nk);
+  pending_.push_back(PendingRemap{r, static_cast<uint32_t>(i), nk, old, zero});
+  if (pending_.size() >= kMaxPending) FlushLocked();
+}
+
+void LinuxProcessMemory::FlushLocked() {
+  // Mappings registered with one UFFDIO_REGISTER: the kernel walks every VMA
+  // in the range, so a cluster spans a bounded number of pages.
+  constexpr uint32_t kClusterPages = 512;
+  if (pending_.empty()) return;
+  auto t0 = std::chrono::steady_clock::now();
+  std::sort(pending_.begin(), pending_.end(), [](const PendingRemap& a, const PendingRemap& b) {
+    return a.r->id != b.r->id ? a.r->id < b.r->id : a.index < b.index;
+  });
+  for (size_t a = 0; a < pending_.size();) {
+    size_t b = a + 1;
+    while (b < pending_.size() && pending_[b].r == pending_[a].r &&
+           pending_[b].index - pending_[a].index < kClusterPages)
+      ++b;
+    FlushCluster(a, b);
+    a = b;
   }
-  if (m == MAP_FAILED) {
-    ++stats_.errors;
-    Log("mmap over region " + std::to_string(r->id) + " page " + std::to_string(i) +
-        " failed: " + strerror(err) + " (page left as it was)");
-    return MergeResult::kError;
+  pending_.clear();
+  stats_.merge_ns += static_cast<uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+}
+
+// A queued remap could not be made: the page keeps its own memory, which
+// holds the merged content, and is still protected. Undo the bookkeeping
+// and report the page dirty, so the engine hears of it as of a broken merge.
+void LinuxProcessMemory::FailRemap(const PendingRemap& q, int err) {
+  Region* r = q.r;
+  DropKey(AssignKey(r, q.index, q.old_key));
+  if (r->state[q.index] == PageState::kStable && refs_[q.new_key] > 0) --refs_[q.new_key];
+  r->state[q.index] = PageState::kPrivate;
+  SetBit(r->dirty, q.index);
+  ++stats_.errors;
+  Log(std::string(q.zero && q.old_key == kAnonKey ? "madvise(MADV_DONTNEED)" : "mmap") + " over region " +
+      std::to_string(r->id) + " page " + std::to_string(q.index) + " failed: " + strerror(err) +
+      " (page left as it was)");
+  uffd_.Wake(r->Addr(q.index), kPageSize);
+}
+
+void LinuxProcessMemory::FlushCluster(size_t first, size_t end) {
+  struct Run {
+    size_t a, b;  // pending_[a, b)
+    bool drop;    // zero pages in anonymous memory: MADV_DONTNEED
+    bool ok;
+  };
+  Region* r = pending_[first].r;
+  PageTablesChanged();
+  std::vector<Run> runs;
+  size_t lo = SIZE_MAX, hi = 0;  // pages covered by new mappings
+  for (size_t a = first; a < end;) {
+    const PendingRemap& f = pending_[a];
+    const bool drop = f.zero && f.old_key == kAnonKey;
+    size_t b = a + 1;
+    while (b < end && pending_[b].index == pending_[b - 1].index + 1 && pending_[b].zero == f.zero &&
+           (f.zero ? (pending_[b].old_key == kAnonKey) == drop : pending_[b].new_key == pending_[b - 1].new_key + 1))
+      ++b;
+    uint8_t* p = r->Addr(f.index);
+    const size_t bytes = (b - a) * kPageSize;
+    int err = 0;
+    ++stats_.remap_calls;
+    {
+      ProtectedAccess hide;
+      if (drop) {
+        if (madvise(p, bytes, MADV_DONTNEED) != 0) err = errno;
+      } else if (InjectMmapFailure()) {
+        err = ENOMEM;
+      } else {
+        void* m = f.zero ? mmap(p, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED, -1, 0)
+                         : mmap(p, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, pool_.fd(),
+                                static_cast<off_t>(f.new_key) * kPageSize);
+        if (m == MAP_FAILED) err = errno;
+      }
+    }
+    if (err != 0) {
+      for (size_t k = a; k < b; ++k) FailRemap(pending_[k], err);
+    } else {
+      if (options_.in_remap_window) {
+        for (size_t k = a; k < b; ++k) options_.in_remap_window(r->Addr(pending_[k].index));
+      }
+      if (!drop) {
+        lo = std::min<size_t>(lo, f.index);
+        hi = std::max<size_t>(hi, pending_[b - 1].index + 1);
+      }
+    }
+    runs.push_back(Run{a, b, drop, err == 0});
+    a = b;
   }
-  SetKey(r, i, nk);
-  if (options_.in_remap_window) options_.in_remap_window(p);
-  Track(r, i);
-  return MergeResult::kMerged;
+  // New mappings are not registered with userfaultfd: one register call
+  // covers them all (VMAs in between are registered already and skipped).
+  const bool registered = lo >= hi || uffd_.Register(r->Addr(lo), (hi - lo) * kPageSize) == 0;
+  // Likewise one UFFDIO_WRITEPROTECT for the whole cluster once everything
+  // in it is registered. It also protects the untouched pages in between:
+  // clean ones are protected already, and a dirty one keeps its dirty bit
+  // (it only faults once more), so "writable => dirty" still holds.
+  size_t plo = SIZE_MAX, phi = 0, ok_runs = 0;
+  for (const Run& run : runs) {
+    if (!run.ok) continue;
+    ++ok_runs;
+    plo = std::min<size_t>(plo, pending_[run.a].index);
+    phi = std::max<size_t>(phi, pending_[run.b - 1].index + 1);
+  }
+  const bool protected_all =
+      registered && ok_runs > 1 && uffd_.Protect(r->Addr(plo), (phi - plo) * kPageSize) == 0;
+  for (const Run& run : runs) {
+    if (!run.ok) continue;
+    uint8_t* p = r->Addr(pending_[run.a].index);
+    const size_t bytes = (run.b - run.a) * kPageSize;
+    if (run.drop) {
+      // Dropped anonymous pages kept no protection: protect the empty ptes.
+      if (!protected_all && uffd_.Protect(p, bytes) != 0) {
+        for (size_t k = run.a; k < run.b; ++k) SetBit(r->dirty, pending_[k].index);  // writable => dirty
+      }
+    } else {
+      int e = registered ? 0 : uffd_.Register(p, bytes);
+      if (e == 0 && !protected_all) e = uffd_.Protect(p, bytes);
+      for (size_t k = run.a; k < run.b; ++k) {
+        size_t i = pending_[k].index;
+        if (e == 0) r->untracked[i / 64] &= ~(1ULL << (i % 64));
+        else Track(r, i);  // page by page; marks it untracked if that fails too
+        DropKey(pending_[k].old_key);
+      }
+    }
+    for (size_t k = run.a; k < run.b; ++k) NoteRemap(r, pending_[k].index);
+  }
 }
 
 MergeResult LinuxProcessMemory::CreateStable(PageRef page, StableHandle* out) {
@@ -994,21 +1197,15 @@ MergeResult LinuxProcessMemory::CreateStable(PageRef page, StableHandle* out) {
     return refuse;
   }
   PksmProtectedCopy(pool_.Page(off), p);
-  MergeResult res = MapOver(r, i, off);
-  if (res != MergeResult::kMerged) {
-    pool_.Free(off);
-    uffd_.Wake(p, kPageSize);
-    return res;
-  }
   *out = off;
   return CommitStableMerge(r, i, off, t0);
 }
 
 MergeResult LinuxProcessMemory::CommitStableMerge(Region* r, size_t i, uint32_t off,
                                                   std::chrono::steady_clock::time_point t0) {
+  QueueRemap(r, i, off, /*zero=*/false);
   r->state[i] = PageState::kStable;
   ++refs_[off];
-  NoteRemap(r, i);
   ++stats_.merges;
   stats_.merge_ns += static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
@@ -1036,11 +1233,6 @@ MergeResult LinuxProcessMemory::MergeInto(StableHandle s, PageRef page) {
     ++stats_.changed;
     return MergeResult::kChanged;
   }
-  MergeResult res = MapOver(r, i, off);
-  if (res != MergeResult::kMerged) {
-    uffd_.Wake(p, kPageSize);
-    return res;
-  }
   return CommitStableMerge(r, i, off, t0);
 }
 
@@ -1060,34 +1252,12 @@ MergeResult LinuxProcessMemory::MergeZero(PageRef page) {
     ++stats_.changed;  // no wake needed: see MergeInto
     return MergeResult::kChanged;
   }
-  if (r->key[i] == kAnonKey) {
-    // Dropping the page drops its protection too (anonymous memory keeps no
-    // marker): protect the empty pte again at once.
-    int rc;
-    {
-      ProtectedAccess hide;
-      rc = madvise(p, kPageSize, MADV_DONTNEED);
-    }
-    if (rc != 0) {
-      ++stats_.errors;
-      Log(std::string("madvise(MADV_DONTNEED) failed: ") + strerror(errno));
-      uffd_.Wake(p, kPageSize);
-      return MergeResult::kError;
-    }
-    if (options_.in_remap_window) options_.in_remap_window(p);
-    if (uffd_.Protect(p, kPageSize) != 0) SetBit(r->dirty, i);  // writable => dirty
-  } else {
-    // A page inside a pool file VMA (an earlier merge broken by a write):
-    // MADV_DONTNEED would expose the pool page, so map fresh anonymous
-    // memory (it reads zero, which is the content).
-    MergeResult res = MapOver(r, i, kAnonKey);
-    if (res != MergeResult::kMerged) {
-      uffd_.Wake(p, kPageSize);
-      return res;
-    }
-  }
+  // In anonymous memory the page is dropped (MADV_DONTNEED); inside a pool
+  // file VMA (an earlier merge broken by a write) that would expose the
+  // pool page, so fresh anonymous memory is mapped over it instead. Both
+  // read zero, which is the content.
+  QueueRemap(r, i, kAnonKey, /*zero=*/true);
   r->state[i] = PageState::kZero;
-  NoteRemap(r, i);
   ++stats_.merges;
   ++stats_.zero_merges;
   stats_.merge_ns += static_cast<uint64_t>(
@@ -1099,6 +1269,8 @@ bool LinuxProcessMemory::Unmerge(PageRef page) {
   uint8_t* p;
   {
     OwnerLock l(mu_, fault_waiting_);
+    FlushLocked();
+    PageTablesChanged();
     Region* r = Find(page);
     if (r == nullptr) return false;
     if (r->state[page.index] == PageState::kPrivate) return true;
@@ -1117,6 +1289,7 @@ bool LinuxProcessMemory::Unmerge(PageRef page) {
     __atomic_fetch_add(reinterpret_cast<uint64_t*>(p), 0, __ATOMIC_SEQ_CST);
   }
   OwnerLock l(mu_, fault_waiting_);
+  PageTablesChanged();
   Region* r = Find(page);
   if (r == nullptr) return false;
   PagemapEntry pe;
@@ -1134,12 +1307,14 @@ bool LinuxProcessMemory::Unmerge(PageRef page) {
 
 bool LinuxProcessMemory::IsMerged(PageRef page) {
   OwnerLock l(mu_, fault_waiting_);
+  FlushLocked();
   Region* r = Find(page);
   return r != nullptr && IsMergedLocked(r, page.index);
 }
 
 void LinuxProcessMemory::ReleaseStable(StableHandle s) {
   OwnerLock l(mu_, fault_waiting_);
+  FlushLocked();
   if (s >= refs_.size()) return;
   auto off = static_cast<uint32_t>(s);
   if (refs_[off] > 0) {
@@ -1173,6 +1348,7 @@ bool LinuxMerger::Unmerge(PageRef page) { return pm_->Unmerge(page); }
 bool LinuxMerger::IsMerged(PageRef page) { return pm_->IsMerged(page); }
 const uint8_t* LinuxMerger::StableData(StableHandle s) { return pm_->StableData(s); }
 void LinuxMerger::ReleaseStable(StableHandle s) { pm_->ReleaseStable(s); }
+void LinuxMerger::Flush() { pm_->Flush(); }
 void LinuxDirtyLog::Harvest(RegionId region, size_t pages, uint64_t* dirty) {
   pm_->Harvest(region, pages, dirty);
 }

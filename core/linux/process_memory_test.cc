@@ -7,6 +7,7 @@
 
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "pksm/linux/proc_self.h"
@@ -62,6 +63,7 @@ TEST(ProcessMemory, StableMergeSharesMemoryAndUnmergeRestoresPrivateCopies) {
   EXPECT_TRUE(HasSeed(m.page(40), 1040));
   EXPECT_EQ(pm->pool_pages(), 1u);
   EXPECT_TRUE(HasSeed(mg->StableData(s), 7));
+  mg->Flush();  // the remaps were queued (see Merger::Flush)
 
   for (size_t i = 0; i < 32; ++i) {
     EXPECT_TRUE(HasSeed(m.page(i), 7)) << i;  // content preserved (reads fault the pool page in)
@@ -106,6 +108,7 @@ TEST(ProcessMemory, ZeroMergeDropsMemoryAndUnpopulatedIsReported) {
   for (size_t i = 0; i < 8; ++i) {
     ASSERT_TRUE(EntryOf(m.page(i)).present);
     ASSERT_EQ(mg->MergeZero({2, i}), MergeResult::kMerged) << i;
+    mg->Flush();
     PagemapEntry e = EntryOf(m.page(i));
     EXPECT_TRUE(!e.present || !e.exclusive) << "page " << i << " still has private memory";
     EXPECT_TRUE(mg->IsMerged({2, i}));
@@ -200,6 +203,8 @@ TEST(ProcessMemory, WriteInRemapWindowIsReportedByNextHarvest) {
   ASSERT_EQ(mg->CreateStable({6, 0}, &s), MergeResult::kMerged);
   for (size_t i = 1; i < 4; ++i) ASSERT_EQ(mg->MergeInto(s, {6, i}), MergeResult::kMerged) << i;
   for (size_t i = 4; i < kPages; ++i) ASSERT_EQ(mg->MergeZero({6, i}), MergeResult::kMerged) << i;
+  EXPECT_EQ(window_writes, 0u) << "remaps are queued until the flush";
+  mg->Flush();
   EXPECT_EQ(window_writes, 2u);
   EXPECT_EQ(pm->stats().wp_faults, 0u);  // the window writes did not fault
   auto b = Harvest(pm.get(), 6, kPages);
@@ -253,7 +258,9 @@ TEST(ProcessMemory, WritesAfterAnExternalDiscardAreStillReported) {
   constexpr size_t kPages = 70;
   AnonMapping m(kPages);
   for (size_t i = 0; i < kPages; ++i) FillSeed(m.page(i), i);
-  auto pm = MakePm();
+  ProcessMemoryOptions o;
+  o.audit_interval_ms = 0;  // audit at every harvest
+  auto pm = MakePm(o);
   std::string err;
   ASSERT_TRUE(pm->AddRegion(11, m.data(), kPages, &err)) << err;
   Harvest(pm.get(), 11, kPages);
@@ -471,30 +478,100 @@ TEST(ProcessMemory, WithoutUserfaultfdMergingIsRefusedCleanly) {
   EXPECT_NE(err.find("uffd-async"), std::string::npos) << err;
 }
 
+// Remaps are queued and made by Flush (Merger::Flush): a remap that fails
+// there leaves the page its own memory, reports it dirty and not merged
+// (the engine takes it for a broken merge), and strands no writer.
 TEST(ProcessMemory, FailingMmapLeavesThePageIntact) {
   constexpr size_t kPages = 4;
   AnonMapping m(kPages);
   for (size_t i = 0; i < kPages; ++i) FillSeed(m.page(i), 9);
   ProcessMemoryOptions o;
-  o.fail_mmap_after = 2;  // the second remap fails
-  o.log = [](const std::string&) {};
+  o.fail_mmap_after = 2;  // the second remap call fails
+  std::vector<std::string> logged;
+  o.log = [&logged](const std::string& line) { logged.push_back(line); };
   auto pm = MakePm(o);
   std::string err;
   ASSERT_TRUE(pm->AddRegion(9, m.data(), kPages, &err)) << err;
-  StableHandle s;
-  ASSERT_EQ(pm->merger()->CreateStable({9, 0}, &s), MergeResult::kMerged);
-  EXPECT_EQ(pm->merger()->MergeInto(s, {9, 1}), MergeResult::kError);
-  StableHandle s2;
-  EXPECT_EQ(pm->merger()->CreateStable({9, 2}, &s2), MergeResult::kError);
-  EXPECT_EQ(pm->pool_pages(), 1u) << "the failed CreateStable freed its pool page";
+  Harvest(pm.get(), 9, kPages);
+  Merger* mg = pm->merger();
+  StableHandle s, s2;
+  ASSERT_EQ(mg->CreateStable({9, 0}, &s), MergeResult::kMerged);
+  ASSERT_EQ(mg->MergeInto(s, {9, 1}), MergeResult::kMerged);
+  // Page 2 gets the offset after page 1's: pages 1 and 2 form one run (one
+  // mmap), page 0 maps s on its own (the first mmap).
+  ASSERT_EQ(mg->CreateStable({9, 2}, &s2), MergeResult::kMerged);
+  ASSERT_EQ(s2, s + 1);
+  mg->Flush();
+  EXPECT_EQ(pm->stats().errors, 2u);
+  ASSERT_FALSE(logged.empty());
+  EXPECT_NE(logged.back().find("page 2 failed"), std::string::npos) << logged.back();
   for (size_t i = 0; i < kPages; ++i) EXPECT_TRUE(HasSeed(m.page(i), 9)) << i;
-  EXPECT_FALSE(pm->merger()->IsMerged({9, 1}));
-  EXPECT_TRUE(EntryOf(m.page(1)).exclusive);
+  EXPECT_TRUE(mg->IsMerged({9, 0}));
+  for (size_t i : {1, 2}) {
+    EXPECT_FALSE(mg->IsMerged({9, i})) << i;
+    EXPECT_TRUE(EntryOf(m.page(i)).exclusive) << i;
+  }
+  auto b = Harvest(pm.get(), 9, kPages);
+  EXPECT_FALSE(Bit(b, 0));
+  EXPECT_TRUE(Bit(b, 1));
+  EXPECT_TRUE(Bit(b, 2));
+  EXPECT_EQ(pm->vmas_used(), 1u) << "only page 0's mapping is left (split off page 1)";
   // Writers are never stranded on the protected page.
   m.page(1)[3] = 42;
   EXPECT_EQ(m.page(1)[3], 42);
-  EXPECT_EQ(pm->stats().errors, 2u);
+  // The stable page made for page 2 maps nothing; released, it is freed.
+  EXPECT_EQ(pm->pool_pages(), 2u);
+  mg->ReleaseStable(s2);
+  EXPECT_EQ(pm->pool_pages(), 1u);
   pm->RemoveRegion(9);
+}
+
+// A run of pages merged onto consecutive stable pages is remapped with one
+// mmap, and a writer that hits a page whose remap is still queued waits for
+// it, then lands its write (copy-on-write of the merged page).
+TEST(ProcessMemory, RunsAreRemappedTogetherAndQueuedPagesHoldWriters) {
+  constexpr size_t kPages = 64;
+  AnonMapping a(kPages), b(kPages);
+  for (size_t i = 0; i < kPages; ++i) FillSeed(a.page(i), 500 + i), FillSeed(b.page(i), 500 + i);
+  auto pm = MakePm();
+  std::string err;
+  ASSERT_TRUE(pm->AddRegion(15, a.data(), kPages, &err)) << err;
+  ASSERT_TRUE(pm->AddRegion(16, b.data(), kPages, &err)) << err;
+  Merger* mg = pm->merger();
+  std::vector<StableHandle> s(kPages);
+  for (size_t i = 0; i < kPages; ++i) {
+    ASSERT_EQ(mg->CreateStable({15, i}, &s[i]), MergeResult::kMerged) << i;
+    ASSERT_EQ(mg->MergeInto(s[i], {16, i}), MergeResult::kMerged) << i;
+    if (i > 0) {
+      ASSERT_EQ(s[i], s[i - 1] + 1) << "consecutive offsets";
+    }
+  }
+  const uint64_t calls_before = pm->stats().remap_calls;
+  mg->Flush();
+  EXPECT_EQ(pm->stats().remap_calls - calls_before, 2u) << "one mmap per region's run";
+  for (size_t i = 0; i < kPages; ++i) {
+    EXPECT_TRUE(mg->IsMerged({15, i})) << i;
+    EXPECT_TRUE(mg->IsMerged({16, i})) << i;
+    EXPECT_TRUE(HasSeed(b.page(i), 500 + i)) << i;
+  }
+  EXPECT_EQ(pm->vmas_used(), 0u) << "each run replaced its whole region with one pool VMA";
+
+  // Queue one more merge, then write to that page from another thread
+  // before anyone flushes: the writer blocks until the fault thread has
+  // made the remap, then its write lands on a private copy.
+  AnonMapping c(1);
+  FillSeed(c.page(0), 500);
+  ASSERT_TRUE(pm->AddRegion(17, c.data(), 1, &err)) << err;
+  ASSERT_EQ(mg->MergeInto(s[0], {17, 0}), MergeResult::kMerged);
+  std::thread writer([&] { c.page(0)[8] = 0x5A; });
+  writer.join();
+  EXPECT_EQ(c.page(0)[8], 0x5A);
+  EXPECT_FALSE(mg->IsMerged({17, 0})) << "the write broke the new sharing";
+  EXPECT_TRUE(HasSeed(mg->StableData(s[0]), 500)) << "the stable page is untouched";
+  EXPECT_GE(pm->stats().wp_faults, 1u);
+  pm->RemoveRegion(17);
+  pm->RemoveRegion(16);
+  pm->RemoveRegion(15);
 }
 
 TEST(ProcessMemory, SuspendDropsRegistrationsAndResumeReportsAllDirty) {
@@ -594,6 +671,8 @@ TEST(ProcessMemory, DiscardedPageNeverShowsAnotherStablePage) {
   EXPECT_EQ(mg->CreateStable({14, 2}, &t), MergeResult::kNoBudget) << "page 1 still maps the offset";
   memset(m.page(1), 0, kPageSize);
   ASSERT_EQ(mg->MergeZero({14, 1}), MergeResult::kMerged);
+  EXPECT_EQ(mg->CreateStable({14, 2}, &t), MergeResult::kNoBudget) << "its remap is still queued";
+  mg->Flush();
   EXPECT_EQ(mg->CreateStable({14, 2}, &t), MergeResult::kMerged);
   EXPECT_EQ(t, s);
   EXPECT_TRUE(HasSeed(m.page(2), 42));

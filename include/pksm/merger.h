@@ -72,6 +72,18 @@ class Merger {
   // The engine holds no mapping of `s` any more: free it. Pages that broke
   // sharing by copy-on-write no longer reference it.
   virtual void ReleaseStable(StableHandle s) = 0;
+
+  // Completes the merges whose page-table changes the Merger deferred so it
+  // can make them for a whole run of pages at once (one remap instead of
+  // one per page). The engine calls it at the end of every Step.
+  //
+  // Contract for a Merger that defers: a merge returns kMerged only after
+  // the content was verified under protection, and the page stays
+  // protected (writers wait) until its remap is made; every other Merger
+  // or DirtyLog call behaves as if the remap were made already. A remap
+  // that then fails leaves the page its own memory with the same content
+  // and reports it as a broken merge (IsMerged() false, page dirty).
+  virtual void Flush() {}
 };
 
 }  // namespace pksm

@@ -70,6 +70,12 @@ struct ProcessMemoryOptions {
   // another page), so allow up to twice the pages of all regions.
   uint64_t pool_max_pages = 0;
 
+  // How often Harvest audits a region's protection with PAGEMAP_SCAN (pages
+  // someone else's MADV_DONTNEED left writable without a fault, see
+  // AuditProtection). The audit walks the whole region, so it is not done at
+  // every harvest: at most once per interval (0 = every harvest).
+  uint32_t audit_interval_ms = 1000;
+
   // Test hooks: pretend userfaultfd cannot be opened, or make the n-th
   // (1-based) remapping mmap fail with ENOMEM. 0 = off.
   bool simulate_no_uffd = false;
@@ -98,7 +104,10 @@ struct ProcessMemoryStats {
   uint64_t wp_faults = 0;        // write-protect faults served
   uint64_t racing_writes = 0;    // writes that landed inside a merge window
                                  // (detected, reported dirty)
-  uint64_t merge_ns = 0;         // wall time spent inside kMerged merges
+  uint64_t remap_calls = 0;      // mmap/madvise calls that made queued remaps
+                                 // (one per run of consecutive pages)
+  uint64_t merge_ns = 0;         // wall time spent inside kMerged merges and
+                                 // in making their remaps
   uint64_t audit_found = 0;      // writable pages without a dirty bit found by
                                  // the PAGEMAP_SCAN audit (external discards)
 };
