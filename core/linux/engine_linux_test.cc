@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <random>
 #include <string>
 #include <thread>
@@ -64,6 +65,7 @@ TEST(EngineLinux, IdenticalPagesMergeAndWritesKeepLanding) {
 
     // Writers stamp random pages (merged ones included) while the engine runs.
     std::atomic<bool> stop{false};
+    std::atomic<size_t> writers_done{0};
     std::atomic<uint64_t> lost{0};
     constexpr size_t kWriters = 2;
     std::vector<std::vector<uint64_t>> last(kWriters, std::vector<uint64_t>(kPages, 0));
@@ -81,9 +83,15 @@ TEST(EngineLinux, IdenticalPagesMergeAndWritesKeepLanding) {
           last[w][pg] = v;
           if (n % 16 == 0) std::this_thread::yield();
         }
+        writers_done.fetch_add(1);
       });
     }
-    for (int i = 0; i < 200; ++i) e.Step(p.pages_to_scan);
+    // Scan while the writers write (a step is quick once everything merged:
+    // keep stepping until they are done, at least 200 steps).
+    for (int i = 0; i < 200 || writers_done.load() < kWriters; ++i) {
+      e.Step(p.pages_to_scan);
+      if (i > 200) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
     stop = true;
     for (auto& t : writers) t.join();
     e.RunPasses(3);

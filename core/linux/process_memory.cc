@@ -182,6 +182,7 @@ struct Region {
   size_t pages = 0;
   std::vector<uint64_t> dirty;
   std::vector<uint64_t> untracked;  // merged but not registered: always dirty
+  std::vector<uint64_t> queued;     // its remap waits in pending_ (see QueueRemap)
   std::vector<uint32_t> key;
   std::vector<PageState> state;
   uint64_t extra_vmas = 0;
@@ -348,6 +349,7 @@ class LinuxProcessMemory final : public ProcessMemory {
   bool InjectMmapFailure();
   void QueueRemap(Region* r, size_t i, uint32_t new_key, bool zero);
   void FlushLocked();
+  void FlushOne(Region* r, size_t i);
   void FlushCluster(size_t first, size_t end);
   void FailRemap(const struct PendingRemap& p, int err);
   void Track(Region* r, size_t i);
@@ -544,11 +546,13 @@ void LinuxProcessMemory::HandleWriteFault(uintptr_t addr) {
   fault_waiting_.fetch_add(1, std::memory_order_relaxed);
   std::lock_guard<std::mutex> l(mu_);
   fault_waiting_.fetch_sub(1, std::memory_order_relaxed);
-  FlushLocked();  // the page may wait for its remap; the write lands after it
   PageTablesChanged();
   ++stats_.wp_faults;
   void* p = reinterpret_cast<void*>(addr);
   Region* r = FindAddr(addr);
+  // The page may wait for its remap: make it now (that page alone, so the
+  // writer waits for one remap), and the write lands after it.
+  if (r != nullptr) FlushOne(r, (addr - reinterpret_cast<uintptr_t>(r->host)) / kPageSize);
   if (r != nullptr) SetBit(r->dirty, (addr - reinterpret_cast<uintptr_t>(r->host)) / kPageSize);
   // Clearing the protection wakes the writer; if the range is no longer
   // registered (removed region) only a wake is left to do. Never strand a
@@ -585,6 +589,7 @@ bool LinuxProcessMemory::AddRegion(RegionId id, void* host, size_t pages, std::s
   r->pages = pages;
   r->dirty.assign((pages + 63) / 64, 0);
   r->untracked.assign((pages + 63) / 64, 0);
+  r->queued.assign((pages + 63) / 64, 0);
   r->key.assign(pages, kAnonKey);
   r->state.assign(pages, PageState::kPrivate);
   r->last_dirty.assign(pages, 0);
@@ -1034,6 +1039,7 @@ void LinuxProcessMemory::QueueRemap(Region* r, size_t i, uint32_t nk, bool zero)
   constexpr size_t kMaxPending = 4096;
   uint32_t old = AssignKey(r, i, nk);
   pending_.push_back(PendingRemap{r, static_cast<uint32_t>(i), nk, old, zero});
+  SetBit(r->queued, i);
   if (pending_.size() >= kMaxPending) FlushLocked();
 }
 
@@ -1057,6 +1063,19 @@ void LinuxProcessMemory::FlushLocked() {
   pending_.clear();
   stats_.merge_ns += static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
+}
+
+// Makes the queued remap of page i now, if there is one.
+void LinuxProcessMemory::FlushOne(Region* r, size_t i) {
+  if (!TestBit(r->queued, i)) return;
+  for (size_t k = 0; k < pending_.size(); ++k) {
+    if (pending_[k].r == r && pending_[k].index == i) {
+      std::swap(pending_[k], pending_.back());
+      FlushCluster(pending_.size() - 1, pending_.size());
+      pending_.pop_back();
+      return;
+    }
+  }
 }
 
 // A queued remap could not be made: the page keeps its own memory, which
@@ -1083,6 +1102,7 @@ void LinuxProcessMemory::FlushCluster(size_t first, size_t end) {
   };
   Region* r = pending_[first].r;
   PageTablesChanged();
+  for (size_t k = first; k < end; ++k) r->queued[pending_[k].index / 64] &= ~(1ULL << (pending_[k].index % 64));
   std::vector<Run> runs;
   size_t lo = SIZE_MAX, hi = 0;  // pages covered by new mappings
   for (size_t a = first; a < end;) {
