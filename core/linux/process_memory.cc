@@ -207,6 +207,7 @@ struct PendingRemap {
   uint32_t new_key;  // pool offset, or kAnonKey for a zero merge
   uint32_t old_key;  // what the page's VMA mapped before
   bool zero;
+  bool unprotected = false;  // lost its protection while queued (see FlushCluster)
 };
 
 class LinuxProcessMemory;
@@ -388,6 +389,7 @@ class LinuxProcessMemory final : public ProcessMemory {
   ProcessMemoryStats stats_;
   // Merges verified but not yet remapped (see QueueRemap).
   std::vector<PendingRemap> pending_;
+  std::vector<uint64_t> cluster_raw_;  // scratch of FlushCluster
   // Pagemap entries read ahead for merge candidates (see CandidateEntry),
   // valid while pt_gen_ is unchanged: every page-table change of ours
   // (protect, unprotect, remap, fault served) bumps it.
@@ -1088,9 +1090,14 @@ void LinuxProcessMemory::FailRemap(const PendingRemap& q, int err) {
   r->state[q.index] = PageState::kPrivate;
   SetBit(r->dirty, q.index);
   ++stats_.errors;
-  Log(std::string(q.zero && q.old_key == kAnonKey ? "madvise(MADV_DONTNEED)" : "mmap") + " over region " +
-      std::to_string(r->id) + " page " + std::to_string(q.index) + " failed: " + strerror(err) +
-      " (page left as it was)");
+  if (err == 0) {
+    Log("region " + std::to_string(r->id) + " page " + std::to_string(q.index) +
+        " lost its write protection while its merge was queued (discarded by someone else?): not merged");
+  } else {
+    Log(std::string(q.zero && q.old_key == kAnonKey ? "madvise(MADV_DONTNEED)" : "mmap") + " over region " +
+        std::to_string(r->id) + " page " + std::to_string(q.index) + " failed: " + strerror(err) +
+        " (page left as it was)");
+  }
   uffd_.Wake(r->Addr(q.index), kPageSize);
 }
 
@@ -1103,13 +1110,32 @@ void LinuxProcessMemory::FlushCluster(size_t first, size_t end) {
   Region* r = pending_[first].r;
   PageTablesChanged();
   for (size_t k = first; k < end; ++k) r->queued[pending_[k].index / 64] &= ~(1ULL << (pending_[k].index % 64));
+  // Every queued page must still be protected. Only someone else's
+  // MADV_DONTNEED (a balloon) lifts protection behind our back, and a write
+  // may have landed since without a fault: such a page is not remapped.
+  // One pread for the cluster (at most 512 entries).
+  {
+    const size_t base = pending_[first].index;
+    const size_t n = pending_[end - 1].index - base + 1;
+    cluster_raw_.resize(n);
+    if (pagemap_.ReadRaw(r->Addr(base), n, cluster_raw_.data())) {
+      for (size_t k = first; k < end; ++k)
+        pending_[k].unprotected = !Pagemap::Decode(cluster_raw_[pending_[k].index - base]).uffd_wp;
+    }
+  }
   std::vector<Run> runs;
   size_t lo = SIZE_MAX, hi = 0;  // pages covered by new mappings
   for (size_t a = first; a < end;) {
     const PendingRemap& f = pending_[a];
+    if (f.unprotected) {
+      FailRemap(f, 0);
+      ++a;
+      continue;
+    }
     const bool drop = f.zero && f.old_key == kAnonKey;
     size_t b = a + 1;
-    while (b < end && pending_[b].index == pending_[b - 1].index + 1 && pending_[b].zero == f.zero &&
+    while (b < end && !pending_[b].unprotected && pending_[b].index == pending_[b - 1].index + 1 &&
+           pending_[b].zero == f.zero &&
            (f.zero ? (pending_[b].old_key == kAnonKey) == drop : pending_[b].new_key == pending_[b - 1].new_key + 1))
       ++b;
     uint8_t* p = r->Addr(f.index);

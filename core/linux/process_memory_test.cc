@@ -526,6 +526,41 @@ TEST(ProcessMemory, FailingMmapLeavesThePageIntact) {
   pm->RemoveRegion(9);
 }
 
+// A queued page that someone else discards (a balloon's MADV_DONTNEED)
+// loses its write protection, so a later write lands without a fault. The
+// flush sees the missing protection and leaves the page alone: the write
+// survives, the page is reported dirty and not merged.
+TEST(ProcessMemory, QueuedPageDiscardedBySomeoneElseIsNotRemapped) {
+  constexpr size_t kPages = 4;
+  AnonMapping m(kPages);
+  for (size_t i = 0; i < kPages; ++i) FillSeed(m.page(i), 61);
+  ProcessMemoryOptions o;
+  std::vector<std::string> logged;
+  o.log = [&logged](const std::string& line) { logged.push_back(line); };
+  auto pm = MakePm(o);
+  std::string err;
+  ASSERT_TRUE(pm->AddRegion(18, m.data(), kPages, &err)) << err;
+  Harvest(pm.get(), 18, kPages);
+  Merger* mg = pm->merger();
+  StableHandle s;
+  ASSERT_EQ(mg->CreateStable({18, 0}, &s), MergeResult::kMerged);
+  ASSERT_EQ(mg->MergeInto(s, {18, 2}), MergeResult::kMerged);
+  ASSERT_EQ(madvise(m.page(2), kPageSize, MADV_DONTNEED), 0);  // the balloon
+  m.page(2)[100] = 0x77;                                        // no fault: unprotected
+  mg->Flush();
+  EXPECT_EQ(m.page(2)[100], 0x77) << "the write after the discard survived";
+  EXPECT_FALSE(mg->IsMerged({18, 2}));
+  EXPECT_TRUE(mg->IsMerged({18, 0}));
+  EXPECT_TRUE(HasSeed(m.page(0), 61));
+  EXPECT_EQ(pm->stats().errors, 1u);
+  ASSERT_FALSE(logged.empty());
+  EXPECT_NE(logged.back().find("lost its write protection"), std::string::npos) << logged.back();
+  auto b = Harvest(pm.get(), 18, kPages);
+  EXPECT_TRUE(Bit(b, 2));
+  EXPECT_FALSE(Bit(b, 0));
+  pm->RemoveRegion(18);
+}
+
 // A run of pages merged onto consecutive stable pages is remapped with one
 // mmap, and a writer that hits a page whose remap is still queued waits for
 // it, then lands its write (copy-on-write of the merged page).
