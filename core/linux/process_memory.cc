@@ -141,6 +141,12 @@ struct PmScanArg {
 };
 constexpr unsigned long kPagemapScan = _IOWR('f', 16, PmScanArg);
 constexpr uint64_t kPageIsWritten = 1 << 1;
+constexpr uint64_t kPmScanWpMatching = 1 << 0;  // write-protect what matched (async WP)
+
+// Staging pages of the asynchronous mode: a candidate is moved out to one
+// while it is compared and until its remap is made (see StageCandidate).
+constexpr uint32_t kStagingSlots = 4096;
+constexpr uint32_t kNoSlot = ~0u;
 
 constexpr uint32_t kAnonKey = StablePool::kNone;
 constexpr uint64_t kDefaultPoolPages = 1ULL << 24;  // 64 GiB of address space
@@ -208,6 +214,7 @@ struct PendingRemap {
   uint32_t old_key;  // what the page's VMA mapped before
   bool zero;
   bool unprotected = false;  // lost its protection while queued (see FlushCluster)
+  uint32_t slot = kNoSlot;   // async mode: the staging page holding its content
 };
 
 class LinuxProcessMemory;
@@ -241,7 +248,7 @@ class LinuxMerger final : public Merger {
 class LinuxDirtyLog final : public DirtyLog {
  public:
   explicit LinuxDirtyLog(LinuxProcessMemory* pm) : pm_(pm) {}
-  std::string_view Name() const override { return "uffd-sync"; }
+  std::string_view Name() const override;
   void Harvest(RegionId region, size_t pages, uint64_t* dirty) override;
 
  private:
@@ -262,8 +269,9 @@ class LinuxProcessMemory final : public ProcessMemory {
   Merger* merger() override { return &merger_; }
   DirtyLog* dirty_log() override { return dirty_log_enabled_ ? &dirty_ : nullptr; }
   std::string dirty_log_name() const override {
-    return dirty_log_enabled_ ? "uffd-sync" : "checksum";
+    return dirty_log_enabled_ ? (async_ ? "uffd-async" : "uffd-sync") : "checksum";
   }
+  bool async() const { return async_; }
   std::string kernel_features() const override {
     std::string f = Userfaultfd::FeatureNames(uffd_.kernel_features());
     if (scan_ok_) f += f.empty() ? "PAGEMAP_SCAN" : " PAGEMAP_SCAN";
@@ -323,6 +331,13 @@ class LinuxProcessMemory final : public ProcessMemory {
   }
   void FaultLoop();
   void HandleWriteFault(uintptr_t addr);
+  void HandleMissingFault(uintptr_t addr);
+  void HarvestAsync(Region* r, size_t n, uint64_t* out);
+  const uint8_t* CandidateData(Region* r, size_t i, uint32_t slot) const {
+    return slot == kNoSlot ? r->Addr(i) : staging_ + static_cast<size_t>(slot) * kPageSize;
+  }
+  void Unstage(Region* r, size_t i, uint32_t slot);
+  void ReleaseSlots();
   void FaultThreadFailed(const std::string& why);
 
   // Pagemap views of one page.
@@ -336,19 +351,20 @@ class LinuxProcessMemory final : public ProcessMemory {
   bool IsMergedLocked(Region* r, size_t i);
   void LeaveStable(Region* r, size_t i);  // state stable -> private
   bool PageAboutToMerge(Region* r, size_t i, MergeResult* refuse);
-  bool ProtectCandidate(Region* r, size_t i, bool refuse_unpopulated, MergeResult* refuse);
+  bool ProtectCandidate(Region* r, size_t i, bool refuse_unpopulated, MergeResult* refuse, uint32_t* slot);
   bool CandidateEntry(Region* r, size_t i, PagemapEntry* e);
   void PageTablesChanged() { ++pt_gen_; }
   void NoteRemap(Region* r, size_t i);
   // Bookkeeping of a page now mapping pool page `off` (CreateStable, MergeInto).
-  MergeResult CommitStableMerge(Region* r, size_t i, uint32_t off, std::chrono::steady_clock::time_point t0);
+  MergeResult CommitStableMerge(Region* r, size_t i, uint32_t off, uint32_t slot,
+                                std::chrono::steady_clock::time_point t0);
   void CheckRemapWindows(Region* r);
   int64_t VmaDelta(const Region* r, size_t i, uint32_t new_key) const;
   uint32_t AssignKey(Region* r, size_t i, uint32_t new_key);
   void DropKey(uint32_t key);
   bool OverBudget(int64_t delta);
   bool InjectMmapFailure();
-  void QueueRemap(Region* r, size_t i, uint32_t new_key, bool zero);
+  void QueueRemap(Region* r, size_t i, uint32_t new_key, bool zero, uint32_t slot);
   void FlushLocked();
   void FlushOne(Region* r, size_t i);
   void FlushCluster(size_t first, size_t end);
@@ -365,6 +381,10 @@ class LinuxProcessMemory final : public ProcessMemory {
   StablePool pool_;
   Pagemap pagemap_;
   bool have_uffd_ = false;
+  bool async_ = false;  // dirty log uffd-async: WP_ASYNC + MISSING + MOVE
+  uint8_t* staging_ = nullptr;           // kStagingSlots pages (async mode)
+  std::vector<uint32_t> free_slots_;     // of staging_
+  bool async_refusal_logged_ = false;
   bool merging_ = false;
   bool dirty_log_enabled_ = false;
   std::atomic<bool> scan_ok_{false};  // PAGEMAP_SCAN works (Linux 6.7+)
@@ -414,15 +434,11 @@ LinuxProcessMemory::~LinuxProcessMemory() {
   if (have_uffd_ && !suspended_) {
     for (auto& [id, r] : regions_) uffd_.Unregister(r->host, r->bytes());
   }
+  if (staging_ != nullptr) munmap(staging_, size_t{kStagingSlots} * kPageSize);
 }
 
 bool LinuxProcessMemory::Init(std::string* error) {
-  if (options_.dirty_log == DirtyLogKind::kUffdAsync) {
-    *error =
-        "dirty log 'uffd-async' cannot be used with merging: a WP_ASYNC userfaultfd context never "
-        "blocks a writer, and a range can belong to one context only; use 'uffd-sync' or 'auto'";
-    return false;
-  }
+  const bool want_async = options_.dirty_log == DirtyLogKind::kUffdAsync;
   if (!pagemap_.ok()) {
     *error = std::string("cannot open /proc/self/pagemap: ") + strerror(errno);
     return false;
@@ -455,9 +471,13 @@ bool LinuxProcessMemory::Init(std::string* error) {
   }
 
   std::string uerr;
+  if (want_async && !scan_ok_) {
+    *error = "dirty log 'uffd-async' needs PAGEMAP_SCAN (Linux 6.7), which this kernel refuses";
+    return false;
+  }
   if (options_.simulate_no_uffd) {
     uerr = "userfaultfd unavailable: disabled by simulate_no_uffd";
-  } else if (uffd_.Open(&uerr)) {
+  } else if (uffd_.Open(&uerr, want_async)) {
     if (!uffd_.has_wp_shmem()) {
       uerr = "userfaultfd lacks WP_HUGETLBFS_SHMEM (needed to protect merged pool pages); kernel features: " +
              Userfaultfd::FeatureNames(uffd_.kernel_features());
@@ -466,7 +486,7 @@ bool LinuxProcessMemory::Init(std::string* error) {
     }
   }
   if (!have_uffd_) {
-    if (options_.dirty_log == DirtyLogKind::kUffdSync) {
+    if (options_.dirty_log == DirtyLogKind::kUffdSync || want_async) {
       *error = uerr;
       return false;
     }
@@ -483,6 +503,24 @@ bool LinuxProcessMemory::Init(std::string* error) {
       return false;
     }
     dirty_log_enabled_ = can_log && options_.dirty_log != DirtyLogKind::kChecksum;
+    if (want_async) {
+      // Candidates are moved out to staging pages (UFFDIO_MOVE wants both
+      // ends anonymous and registered with this context).
+      void* st = mmap(nullptr, size_t{kStagingSlots} * kPageSize, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+      if (st == MAP_FAILED) {
+        *error = std::string("cannot map the staging area: ") + strerror(errno);
+        return false;
+      }
+      staging_ = static_cast<uint8_t*>(st);
+      madvise(staging_, size_t{kStagingSlots} * kPageSize, MADV_NOHUGEPAGE);
+      if (int e = uffd_.Register(staging_, size_t{kStagingSlots} * kPageSize); e != 0) {
+        *error = std::string("cannot register the staging area: ") + strerror(e);
+        return false;
+      }
+      for (uint32_t k = kStagingSlots; k > 0; --k) free_slots_.push_back(k - 1);
+      async_ = true;
+    }
     stop_fd_ = eventfd(0, EFD_CLOEXEC);
     if (stop_fd_ < 0) {
       *error = std::string("eventfd failed: ") + strerror(errno);
@@ -523,7 +561,9 @@ void LinuxProcessMemory::FaultLoop() {
     }
     for (size_t k = 0; k < static_cast<size_t>(n) / sizeof(uffd_msg); ++k) {
       if (msgs[k].event != UFFD_EVENT_PAGEFAULT) continue;
-      HandleWriteFault(msgs[k].arg.pagefault.address & ~(kPageSize - 1));
+      const uintptr_t addr = msgs[k].arg.pagefault.address & ~(kPageSize - 1);
+      if (msgs[k].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) HandleWriteFault(addr);
+      else HandleMissingFault(addr);
     }
   }
 }
@@ -560,6 +600,48 @@ void LinuxProcessMemory::HandleWriteFault(uintptr_t addr) {
   // registered (removed region) only a wake is left to do. Never strand a
   // writer.
   if (uffd_.Unprotect(p, kPageSize) != 0) uffd_.Wake(p, kPageSize);
+}
+
+// Asynchronous mode only: someone touched a page with no pte. Either it
+// waits for its queued merge (the candidate was moved out to a staging
+// page): make that remap now, which wakes it; or it is a page that was
+// never populated (or was discarded): map the zero page, as the kernel
+// would have without the MISSING registration. A write then copies it.
+void LinuxProcessMemory::HandleMissingFault(uintptr_t addr) {
+  fault_waiting_.fetch_add(1, std::memory_order_relaxed);
+  std::lock_guard<std::mutex> l(mu_);
+  fault_waiting_.fetch_sub(1, std::memory_order_relaxed);
+  PageTablesChanged();
+  ++stats_.missing_faults;
+  void* p = reinterpret_cast<void*>(addr);
+  Region* r = FindAddr(addr);
+  if (r == nullptr) {
+    uffd_.Wake(p, kPageSize);  // not ours (any more): let it retry
+    return;
+  }
+  const size_t i = (addr - reinterpret_cast<uintptr_t>(r->host)) / kPageSize;
+  if (TestBit(r->queued, i)) {
+    FlushOne(r, i);
+    uffd_.Wake(p, kPageSize);
+    return;
+  }
+  // The message may be stale: its page was remapped since (by the owner's
+  // flush). A pool mapping of a live pool page never faults as missing (the
+  // page is in the pool file), and filling it would replace the merged
+  // content with zeros: only wake. Only anonymous memory, or a hole of the
+  // pool, is filled.
+  if (r->key[i] != kAnonKey && pool_.IsAllocated(r->key[i])) {
+    uffd_.Wake(p, kPageSize);
+    return;
+  }
+  // UFFDIO_ZEROPAGE wants a none pte; a never-populated page protected with
+  // WP_UNPOPULATED holds a marker instead (EEXIST), which UFFDIO_COPY of a
+  // zero page accepts. EEXIST from both: populated meanwhile; anything
+  // else: no longer ours. Never strand the faulting thread.
+  alignas(4096) static const uint8_t kZeros[kPageSize] = {};
+  if (uffd_.ZeroPage(p, kPageSize, /*dontwake=*/false) == 0) return;
+  if (uffd_.Copy(p, kZeros, kPageSize) == 0) return;
+  uffd_.Wake(p, kPageSize);
 }
 
 // ---- regions ----
@@ -706,6 +788,10 @@ void LinuxProcessMemory::Harvest(RegionId region, size_t pages, uint64_t* out) {
     r->unchecked.clear();
     return;
   }
+  if (async_) {
+    HarvestAsync(r, n, out);
+    return;
+  }
   CheckRemapWindows(r);
   AuditProtection(r);
   const uint32_t gen = ++r->harvest_gen;
@@ -752,6 +838,59 @@ void LinuxProcessMemory::Harvest(RegionId region, size_t pages, uint64_t* out) {
   flush();
 }
 
+// Asynchronous mode: the kernel resolves write faults itself and clears
+// the page's protection; PAGEMAP_SCAN reports the pages without protection
+// and protects them again in the same walk (PM_SCAN_WP_MATCHING), so no
+// write costs a round trip through the fault thread. Our own marks (remap
+// windows, failed remaps, unmerges, Resume) and unregistered pages are
+// reported from the dirty bits as in the synchronous mode.
+void LinuxProcessMemory::HarvestAsync(Region* r, size_t n, uint64_t* out) {
+  CheckRemapWindows(r);
+  auto report = [&](size_t k) {
+    out[k / 64] |= 1ULL << (k % 64);
+    if (r->state[k] != PageState::kPrivate) IsMergedLocked(r, k);  // notice COW breaks
+  };
+  PmPageRegion vec[256];
+  PmScanArg a{};
+  a.size = sizeof a;
+  a.flags = kPmScanWpMatching;
+  a.start = reinterpret_cast<uintptr_t>(r->host);
+  a.end = a.start + n * kPageSize;
+  a.vec = reinterpret_cast<uintptr_t>(vec);
+  a.vec_len = std::size(vec);
+  a.category_mask = kPageIsWritten;
+  a.return_mask = kPageIsWritten;
+  for (;;) {
+    long got = ioctl(pagemap_.fd(), kPagemapScan, &a);
+    if (got < 0) {
+      // Cannot tell: every page counts as written (never miss a write).
+      ++stats_.errors;
+      Log(std::string("PAGEMAP_SCAN failed: ") + strerror(errno) + " (every page reported written)");
+      for (size_t k = 0; k < n; ++k) report(k);
+      break;
+    }
+    for (long v = 0; v < got; ++v) {
+      for (uint64_t addr = vec[v].start; addr < vec[v].end; addr += kPageSize) {
+        size_t k = (addr - reinterpret_cast<uintptr_t>(r->host)) / kPageSize;
+        if (k < n) report(k);
+      }
+    }
+    if (got < static_cast<long>(a.vec_len) || a.walk_end >= a.end) break;
+    a.start = a.walk_end;
+  }
+  for (size_t w = 0; w * 64 < n; ++w) {
+    uint64_t bits = r->dirty[w] | r->untracked[w];
+    r->dirty[w] = 0;
+    while (bits) {
+      size_t k = w * 64 + static_cast<size_t>(__builtin_ctzll(bits));
+      bits &= bits - 1;
+      if (k >= n) break;
+      report(k);
+      if (TestBit(r->untracked, k)) Track(r, k);  // try again to register a merged page
+    }
+  }
+}
+
 // Someone else's MADV_DONTNEED (a balloon, virtio-mem, free page
 // reporting) on anonymous memory drops the page and its write protection
 // with it, silently: a later write would raise no fault. PAGEMAP_SCAN finds
@@ -767,7 +906,7 @@ void LinuxProcessMemory::Harvest(RegionId region, size_t pages, uint64_t* out) {
 // caller must not discard pages while they are being merged; the QEMU
 // plugin disables RAM discards while it merges.)
 void LinuxProcessMemory::AuditProtection(Region* r) {
-  if (!scan_ok_) return;
+  if (!scan_ok_ || async_) return;  // async: a discarded page refaults through HandleMissingFault
   const auto now = std::chrono::steady_clock::now();
   if (r->last_audit.time_since_epoch().count() != 0 &&
       now - r->last_audit < std::chrono::milliseconds(options_.audit_interval_ms))
@@ -895,6 +1034,29 @@ bool LinuxProcessMemory::PageAboutToMerge(Region* r, size_t i, MergeResult* refu
   return true;
 }
 
+// Asynchronous mode: a candidate that is not merged after all goes back
+// from its staging page (the guest pte is still empty: whoever touched it
+// waits), which wakes the waiters.
+void LinuxProcessMemory::Unstage(Region* r, size_t i, uint32_t slot) {
+  if (slot == kNoSlot) return;
+  uint8_t* p = r->Addr(i);
+  PageTablesChanged();
+  if (int e = uffd_.Move(p, staging_ + size_t{slot} * kPageSize, kPageSize); e != 0) {
+    // Cannot happen while p's pte is empty and the staging page exclusive;
+    // if it does, the content must not be lost: copy it back.
+    // (Writing it ourselves would fault into the fault thread, which waits
+    // for mu_.)
+    int c = uffd_.Copy(p, staging_ + size_t{slot} * kPageSize, kPageSize);
+    ++stats_.errors;
+    Log(std::string("uffd-async: moving a candidate back failed: ") + strerror(e) +
+        (c == 0 ? "; copied back" : std::string("; copying back failed too: ") + strerror(c)));
+    SetBit(r->dirty, i);
+    madvise(staging_ + size_t{slot} * kPageSize, kPageSize, MADV_DONTNEED);
+  }
+  uffd_.Wake(p, kPageSize);
+  free_slots_.push_back(slot);
+}
+
 // The pagemap entry of merge candidate i. The engine examines pages in
 // address order, so entries are read 64 at a time (one pread instead of
 // one per merge) and reused while none of our own page-table changes
@@ -935,13 +1097,52 @@ bool LinuxProcessMemory::CandidateEntry(Region* r, size_t i, PagemapEntry* e) {
 // page's dirty bit and lifts the protection, which wakes it. So every
 // blocked writer is woken exactly by the thread that knows it is there.
 bool LinuxProcessMemory::ProtectCandidate(Region* r, size_t i, bool refuse_unpopulated,
-                                          MergeResult* refuse) {
+                                          MergeResult* refuse, uint32_t* slot) {
   uint8_t* p = r->Addr(i);
+  *slot = kNoSlot;
   PagemapEntry pe;
   bool known = CandidateEntry(r, i, &pe);
   if (known && refuse_unpopulated && r->key[i] == kAnonKey && (NoMemory(pe) || ReadsZeroPage(pe))) {
     *refuse = MergeResult::kNotPopulated;  // no memory behind it: nothing to save
     return false;
+  }
+  if (async_) {
+    // An asynchronous context never blocks a writer on protection. Move the
+    // page out instead (UFFDIO_MOVE, a pte swap): until it is remapped or
+    // moved back, its pte is empty and whoever touches it waits in a
+    // MISSING fault. Its content is compared in the staging page, which
+    // nobody else can reach. Only anonymous VMAs can be moved from: a page
+    // that broke away from a pool page stays private in this mode.
+    if (r->key[i] != kAnonKey) {
+      if (!async_refusal_logged_) {
+        async_refusal_logged_ = true;
+        Log("uffd-async: pages that broke away from a merged page (inside a pool mapping) cannot be "
+            "moved and are not merged again");
+      }
+      *refuse = MergeResult::kError;
+      return false;
+    }
+    if (free_slots_.empty()) FlushLocked();
+    *slot = free_slots_.back();
+    free_slots_.pop_back();
+    PageTablesChanged();
+    int e = uffd_.Move(staging_ + size_t{*slot} * kPageSize, p, kPageSize);
+    if (e != 0) {
+      free_slots_.push_back(*slot);
+      *slot = kNoSlot;
+      if (e == ENOENT) {  // nothing there to move: never populated
+        *refuse = MergeResult::kNotPopulated;
+        return false;
+      }
+      ++stats_.errors;
+      if (!async_refusal_logged_) {
+        async_refusal_logged_ = true;
+        Log(std::string("uffd-async: UFFDIO_MOVE of a candidate failed: ") + strerror(e) + " (not merged)");
+      }
+      *refuse = MergeResult::kError;
+      return false;
+    }
+    return true;
   }
   if (known && pe.uffd_wp && !TestBit(r->untracked, i)) return true;  // protected already
   int e = uffd_.Protect(p, kPageSize);
@@ -1037,10 +1238,12 @@ void LinuxProcessMemory::Track(Region* r, size_t i) {
 // thread flushes before it serves the fault (HandleWriteFault), and every
 // other entry point that reads the page tables flushes first too.
 // The engine flushes at the end of every step (Merger::Flush).
-void LinuxProcessMemory::QueueRemap(Region* r, size_t i, uint32_t nk, bool zero) {
-  constexpr size_t kMaxPending = 4096;
+void LinuxProcessMemory::QueueRemap(Region* r, size_t i, uint32_t nk, bool zero, uint32_t slot) {
+  constexpr size_t kMaxPending = kStagingSlots;
   uint32_t old = AssignKey(r, i, nk);
-  pending_.push_back(PendingRemap{r, static_cast<uint32_t>(i), nk, old, zero});
+  PendingRemap q{r, static_cast<uint32_t>(i), nk, old, zero};
+  q.slot = slot;
+  pending_.push_back(q);
   SetBit(r->queued, i);
   if (pending_.size() >= kMaxPending) FlushLocked();
 }
@@ -1063,6 +1266,7 @@ void LinuxProcessMemory::FlushLocked() {
     a = b;
   }
   pending_.clear();
+  ReleaseSlots();
   stats_.merge_ns += static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
 }
@@ -1074,10 +1278,24 @@ void LinuxProcessMemory::FlushOne(Region* r, size_t i) {
     if (pending_[k].r == r && pending_[k].index == i) {
       std::swap(pending_[k], pending_.back());
       FlushCluster(pending_.size() - 1, pending_.size());
+      const uint32_t slot = pending_.back().slot;
       pending_.pop_back();
+      if (slot != kNoSlot) {
+        madvise(staging_ + size_t{slot} * kPageSize, kPageSize, MADV_DONTNEED);
+        free_slots_.push_back(slot);
+      }
       return;
     }
   }
+}
+
+// Asynchronous mode, after a flush: no queued merge holds a staging page
+// any more; drop their old pages in one call and free every slot.
+void LinuxProcessMemory::ReleaseSlots() {
+  if (!async_ || free_slots_.size() == kStagingSlots) return;
+  madvise(staging_, size_t{kStagingSlots} * kPageSize, MADV_DONTNEED);
+  free_slots_.clear();
+  for (uint32_t k = kStagingSlots; k > 0; --k) free_slots_.push_back(k - 1);
 }
 
 // A queued remap could not be made: the page keeps its own memory, which
@@ -1098,6 +1316,14 @@ void LinuxProcessMemory::FailRemap(const PendingRemap& q, int err) {
         std::to_string(r->id) + " page " + std::to_string(q.index) + " failed: " + strerror(err) +
         " (page left as it was)");
   }
+  if (q.slot != kNoSlot) {
+    // Asynchronous mode: the content is in the staging page; move it back
+    // (which wakes whoever waits). The slot itself is freed by the caller.
+    PageTablesChanged();
+    if (int e = uffd_.Move(r->Addr(q.index), staging_ + size_t{q.slot} * kPageSize, kPageSize); e != 0) {
+      uffd_.Copy(r->Addr(q.index), staging_ + size_t{q.slot} * kPageSize, kPageSize);
+    }
+  }
   uffd_.Wake(r->Addr(q.index), kPageSize);
 }
 
@@ -1114,7 +1340,9 @@ void LinuxProcessMemory::FlushCluster(size_t first, size_t end) {
   // MADV_DONTNEED (a balloon) lifts protection behind our back, and a write
   // may have landed since without a fault: such a page is not remapped.
   // One pread for the cluster (at most 512 entries).
-  {
+  // (In the asynchronous mode the page was moved out: its pte stays empty
+  // and whoever touches it waits, whatever anyone discards.)
+  if (!async_) {
     const size_t base = pending_[first].index;
     const size_t n = pending_[end - 1].index - base + 1;
     cluster_raw_.resize(n);
@@ -1144,7 +1372,11 @@ void LinuxProcessMemory::FlushCluster(size_t first, size_t end) {
     ++stats_.remap_calls;
     {
       ProtectedAccess hide;
-      if (drop) {
+      if (drop && async_) {
+        // The pages were moved out: map the zero page into the empty ptes
+        // (writers still wait: woken once protected below).
+        err = uffd_.ZeroPage(p, bytes, /*dontwake=*/true);
+      } else if (drop) {
         if (madvise(p, bytes, MADV_DONTNEED) != 0) err = errno;
       } else if (InjectMmapFailure()) {
         err = ENOMEM;
@@ -1183,8 +1415,10 @@ void LinuxProcessMemory::FlushCluster(size_t first, size_t end) {
     plo = std::min<size_t>(plo, pending_[run.a].index);
     phi = std::max<size_t>(phi, pending_[run.b - 1].index + 1);
   }
+  // Not in the asynchronous mode: there the protection *is* the dirty bit,
+  // and protecting a written page would hide its write.
   const bool protected_all =
-      registered && ok_runs > 1 && uffd_.Protect(r->Addr(plo), (phi - plo) * kPageSize) == 0;
+      !async_ && registered && ok_runs > 1 && uffd_.Protect(r->Addr(plo), (phi - plo) * kPageSize) == 0;
   for (const Run& run : runs) {
     if (!run.ok) continue;
     uint8_t* p = r->Addr(pending_[run.a].index);
@@ -1205,6 +1439,7 @@ void LinuxProcessMemory::FlushCluster(size_t first, size_t end) {
       }
     }
     for (size_t k = run.a; k < run.b; ++k) NoteRemap(r, pending_[k].index);
+    if (async_) uffd_.Wake(p, bytes);  // writers waiting in MISSING faults
   }
 }
 
@@ -1237,19 +1472,19 @@ MergeResult LinuxProcessMemory::CreateStable(PageRef page, StableHandle* out) {
     pool_.Free(off);
     return MergeResult::kNoBudget;
   }
-  uint8_t* p = r->Addr(i);
-  if (!ProtectCandidate(r, i, /*refuse_unpopulated=*/true, &refuse)) {
+  uint32_t slot;
+  if (!ProtectCandidate(r, i, /*refuse_unpopulated=*/true, &refuse, &slot)) {
     pool_.Free(off);
     return refuse;
   }
-  PksmProtectedCopy(pool_.Page(off), p);
+  PksmProtectedCopy(pool_.Page(off), CandidateData(r, i, slot));
   *out = off;
-  return CommitStableMerge(r, i, off, t0);
+  return CommitStableMerge(r, i, off, slot, t0);
 }
 
-MergeResult LinuxProcessMemory::CommitStableMerge(Region* r, size_t i, uint32_t off,
+MergeResult LinuxProcessMemory::CommitStableMerge(Region* r, size_t i, uint32_t off, uint32_t slot,
                                                   std::chrono::steady_clock::time_point t0) {
-  QueueRemap(r, i, off, /*zero=*/false);
+  QueueRemap(r, i, off, /*zero=*/false, slot);
   r->state[i] = PageState::kStable;
   ++refs_[off];
   ++stats_.merges;
@@ -1271,15 +1506,16 @@ MergeResult LinuxProcessMemory::MergeInto(StableHandle s, PageRef page) {
   MergeResult refuse;
   if (!PageAboutToMerge(r, i, &refuse)) return refuse;
   if (OverBudget(VmaDelta(r, i, off))) return MergeResult::kNoBudget;
-  if (!ProtectCandidate(r, i, /*refuse_unpopulated=*/true, &refuse)) return refuse;
-  uint8_t* p = r->Addr(i);
-  if (!PksmProtectedEqual(p, pool_.Page(off))) {
+  uint32_t slot;
+  if (!ProtectCandidate(r, i, /*refuse_unpopulated=*/true, &refuse, &slot)) return refuse;
+  if (!PksmProtectedEqual(CandidateData(r, i, slot), pool_.Page(off))) {
     // No wake: a writer that blocked meanwhile is served by the fault
     // thread (its fault message is queued; see ProtectCandidate).
+    Unstage(r, i, slot);
     ++stats_.changed;
     return MergeResult::kChanged;
   }
-  return CommitStableMerge(r, i, off, t0);
+  return CommitStableMerge(r, i, off, slot, t0);
 }
 
 MergeResult LinuxProcessMemory::MergeZero(PageRef page) {
@@ -1290,11 +1526,12 @@ MergeResult LinuxProcessMemory::MergeZero(PageRef page) {
   size_t i = page.index;
   MergeResult refuse;
   if (!PageAboutToMerge(r, i, &refuse)) return refuse;
-  uint8_t* p = r->Addr(i);
-  if (!ProtectCandidate(r, i, /*refuse_unpopulated=*/true, &refuse)) return refuse;
   int64_t delta = r->key[i] == kAnonKey ? 0 : VmaDelta(r, i, kAnonKey);
   if (OverBudget(delta)) return MergeResult::kNoBudget;
-  if (!PksmProtectedIsZero(p)) {
+  uint32_t slot;
+  if (!ProtectCandidate(r, i, /*refuse_unpopulated=*/true, &refuse, &slot)) return refuse;
+  if (!PksmProtectedIsZero(CandidateData(r, i, slot))) {
+    Unstage(r, i, slot);
     ++stats_.changed;  // no wake needed: see MergeInto
     return MergeResult::kChanged;
   }
@@ -1302,7 +1539,7 @@ MergeResult LinuxProcessMemory::MergeZero(PageRef page) {
   // file VMA (an earlier merge broken by a write) that would expose the
   // pool page, so fresh anonymous memory is mapped over it instead. Both
   // read zero, which is the content.
-  QueueRemap(r, i, kAnonKey, /*zero=*/true);
+  QueueRemap(r, i, kAnonKey, /*zero=*/true, slot);
   r->state[i] = PageState::kZero;
   ++stats_.merges;
   ++stats_.zero_merges;
@@ -1324,7 +1561,7 @@ bool LinuxProcessMemory::Unmerge(PageRef page) {
     // Lift the protection ourselves (dirty bit first: the invariant) so the
     // write below does not need a round trip through the fault thread.
     SetBit(r->dirty, page.index);
-    if (!suspended_ && have_uffd_) uffd_.Unprotect(p, kPageSize);
+    if (!suspended_ && have_uffd_ && !async_) uffd_.Unprotect(p, kPageSize);
   }
   // Break copy-on-write the way a guest write would, without changing a
   // byte: the kernel copies the page under its page-table lock. Done without
@@ -1395,6 +1632,7 @@ bool LinuxMerger::IsMerged(PageRef page) { return pm_->IsMerged(page); }
 const uint8_t* LinuxMerger::StableData(StableHandle s) { return pm_->StableData(s); }
 void LinuxMerger::ReleaseStable(StableHandle s) { pm_->ReleaseStable(s); }
 void LinuxMerger::Flush() { pm_->Flush(); }
+std::string_view LinuxDirtyLog::Name() const { return pm_->async() ? "uffd-async" : "uffd-sync"; }
 void LinuxDirtyLog::Harvest(RegionId region, size_t pages, uint64_t* dirty) {
   pm_->Harvest(region, pages, dirty);
 }

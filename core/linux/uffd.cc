@@ -29,6 +29,13 @@
 namespace pksm {
 namespace {
 
+// UFFDIO_MOVE (Linux 6.8), absent from older uapi headers.
+struct UffdioMove {
+  uint64_t dst, src, len, mode;
+  int64_t move;
+};
+constexpr unsigned long kUffdioMove = _IOWR(UFFDIO, 0x05, UffdioMove);
+
 int OpenRaw() {
   int fd = static_cast<int>(syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK));
   if (fd >= 0) return fd;
@@ -51,7 +58,7 @@ Userfaultfd::~Userfaultfd() {
   if (fd_ >= 0) close(fd_);
 }
 
-bool Userfaultfd::Open(std::string* error) {
+bool Userfaultfd::Open(std::string* error, bool async) {
   // UFFDIO_API may be called once per context: ask a probe context what the
   // kernel offers, then enable what we use on the real one.
   int probe = OpenRaw();
@@ -73,8 +80,19 @@ bool Userfaultfd::Open(std::string* error) {
     *error = "userfaultfd has no write-protect support (UFFD_FEATURE_PAGEFAULT_FLAG_WP)";
     return false;
   }
-  const uint64_t wanted = UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_HUGETLBFS_SHMEM |
-                          UFFD_FEATURE_WP_UNPOPULATED;
+  uint64_t wanted = UFFD_FEATURE_PAGEFAULT_FLAG_WP | UFFD_FEATURE_WP_HUGETLBFS_SHMEM |
+                    UFFD_FEATURE_WP_UNPOPULATED;
+  if (async) {
+    const uint64_t need = UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_MOVE | UFFD_FEATURE_WP_UNPOPULATED |
+                          UFFD_FEATURE_WP_HUGETLBFS_SHMEM;
+    if ((kernel_features_ & need) != need) {
+      *error = "the asynchronous dirty log needs userfaultfd features " + FeatureNames(need) +
+               "; the kernel offers " + FeatureNames(kernel_features_);
+      return false;
+    }
+    wanted |= UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_MOVE;
+  }
+  async_ = async;
   fd_ = OpenRaw();
   if (fd_ < 0) {
     *error = std::string("userfaultfd unavailable: ") + strerror(errno);
@@ -105,7 +123,7 @@ int Userfaultfd::Register(void* addr, size_t len) {
   uffdio_register reg{};
   reg.range.start = reinterpret_cast<uintptr_t>(addr);
   reg.range.len = len;
-  reg.mode = UFFDIO_REGISTER_MODE_WP;
+  reg.mode = UFFDIO_REGISTER_MODE_WP | (async_ ? UFFDIO_REGISTER_MODE_MISSING : 0);
   return ioctl(fd_, UFFDIO_REGISTER, &reg) == 0 ? 0 : errno;
 }
 
@@ -137,6 +155,35 @@ int Userfaultfd::Wake(void* addr, size_t len) {
   range.start = reinterpret_cast<uintptr_t>(addr);
   range.len = len;
   return ioctl(fd_, UFFDIO_WAKE, &range) == 0 ? 0 : errno;
+}
+
+int Userfaultfd::Move(void* dst, void* src, size_t len) {
+  UffdioMove m{};
+  m.dst = reinterpret_cast<uintptr_t>(dst);
+  m.src = reinterpret_cast<uintptr_t>(src);
+  m.len = len;
+  m.mode = 0;  // wake whoever waits on dst
+  if (ioctl(fd_, kUffdioMove, &m) != 0) return errno;
+  return m.move == static_cast<int64_t>(len) ? 0 : EAGAIN;
+}
+
+int Userfaultfd::Copy(void* dst, const void* src, size_t len) {
+  uffdio_copy c{};
+  c.dst = reinterpret_cast<uintptr_t>(dst);
+  c.src = reinterpret_cast<uintptr_t>(src);
+  c.len = len;
+  c.mode = 0;
+  if (ioctl(fd_, UFFDIO_COPY, &c) != 0) return errno;
+  return c.copy == static_cast<int64_t>(len) ? 0 : EAGAIN;
+}
+
+int Userfaultfd::ZeroPage(void* addr, size_t len, bool dontwake) {
+  uffdio_zeropage z{};
+  z.range.start = reinterpret_cast<uintptr_t>(addr);
+  z.range.len = len;
+  z.mode = dontwake ? UFFDIO_ZEROPAGE_MODE_DONTWAKE : 0;
+  if (ioctl(fd_, UFFDIO_ZEROPAGE, &z) != 0) return errno;
+  return z.zeropage == static_cast<int64_t>(len) ? 0 : EAGAIN;
 }
 
 std::string Userfaultfd::FeatureNames(uint64_t f) {

@@ -20,7 +20,11 @@ class Userfaultfd {
   // Opens a non-blocking context (syscall, else /dev/userfaultfd) and
   // enables every wanted feature the kernel offers. False + *error if the
   // kernel refuses userfaultfd or lacks synchronous write protection.
-  bool Open(std::string* error);
+  // With `async`, also WP_ASYNC and MOVE (false + *error naming what is
+  // missing): write faults on protected pages are then resolved by the
+  // kernel, and ranges are registered in MISSING mode too, so a page moved
+  // out (Move) blocks whoever touches it until it is put back.
+  bool Open(std::string* error, bool async = false);
 
   int fd() const { return fd_; }
   uint64_t kernel_features() const { return kernel_features_; }
@@ -29,12 +33,21 @@ class Userfaultfd {
   bool has_wp_async() const;
   bool has_move() const;
 
+  bool async() const { return async_; }
+
   // Each returns 0 or an errno value.
-  int Register(void* addr, size_t len);  // mode WP
+  int Register(void* addr, size_t len);  // mode WP (and MISSING when async)
   int Unregister(void* addr, size_t len);
   int Protect(void* addr, size_t len);    // set WP, no wake
   int Unprotect(void* addr, size_t len);  // clear WP and wake
   int Wake(void* addr, size_t len);
+  // UFFDIO_MOVE of one anonymous range to another (async contexts).
+  int Move(void* dst, void* src, size_t len);
+  // UFFDIO_COPY of `len` bytes from src into missing ptes at dst, waking.
+  int Copy(void* dst, const void* src, size_t len);
+  // UFFDIO_ZEROPAGE: maps the zero page over missing ptes; wakes unless
+  // `dontwake`.
+  int ZeroPage(void* addr, size_t len, bool dontwake);
 
   // A feature mask's names, for reports ("WP_ASYNC MOVE ...").
   static std::string FeatureNames(uint64_t features);
@@ -42,6 +55,7 @@ class Userfaultfd {
  private:
   int fd_ = -1;
   uint64_t kernel_features_ = 0;
+  bool async_ = false;
 };
 
 }  // namespace pksm

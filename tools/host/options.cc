@@ -111,6 +111,8 @@ const char* ToString(DirtyLogChoice c) {
       return "auto";
     case DirtyLogChoice::kUffd:
       return "uffd";
+    case DirtyLogChoice::kUffdAsync:
+      return "uffd-async";
     case DirtyLogChoice::kChecksum:
       return "checksum";
   }
@@ -138,8 +140,10 @@ scanning (the same values for pksm and, with the comparison, for ksmd):
   --sleep-ms MS           pause between wake-ups (default 10)
   --timeout SEC           give up waiting for steady state after SEC (default 300;
                           also bounds waiting for another kernel KSM user)
-  --dirty-log auto|uffd|checksum
-                          dirty-log provider of the pksm phase (default auto)
+  --dirty-log auto|uffd|uffd-async|checksum
+                          dirty-log provider of the pksm phase (default auto =
+                          uffd, synchronous write protection; uffd-async:
+                          WP_ASYNC + PAGEMAP_SCAN, merges move the page out)
   --max-vmas N            VMA budget of the pksm phase (default 0: derived
                           from vm.max_map_count)
   --nice N|ksmd|keep      nice value of pksm's merging thread (default: ksmd's
@@ -243,10 +247,12 @@ std::string ParseHostOptions(const std::vector<std::string>& args, HostOptions* 
         o.dirty_log = DirtyLogChoice::kAuto;
       } else if (value == "uffd") {
         o.dirty_log = DirtyLogChoice::kUffd;
+      } else if (value == "uffd-async") {
+        o.dirty_log = DirtyLogChoice::kUffdAsync;
       } else if (value == "checksum") {
         o.dirty_log = DirtyLogChoice::kChecksum;
       } else {
-        return Bad(name, value, "one of auto, uffd, checksum");
+        return Bad(name, value, "one of auto, uffd, uffd-async, checksum");
       }
     } else if (name == "--max-vmas") {
       if (!ParseUint(value, 0, uint64_t{1} << 40, &u)) return Bad(name, value, "an integer >= 0");

@@ -13,7 +13,7 @@
 
 namespace pksm::host {
 
-enum class DirtyLogChoice { kAuto, kUffd, kChecksum };
+enum class DirtyLogChoice { kAuto, kUffd, kUffdAsync, kChecksum };
 
 const char* ToString(DirtyLogChoice c);
 

@@ -41,6 +41,9 @@ TEST(HostOptions, ParsesEveryOption) {
   EXPECT_TRUE(o.json);
   EXPECT_EQ(o.dirty_log, DirtyLogChoice::kChecksum);
   EXPECT_EQ(o.seed, 9u);
+  ASSERT_EQ(Parse({"--dirty-log", "uffd-async"}, &o), "");
+  EXPECT_EQ(o.dirty_log, DirtyLogChoice::kUffdAsync);
+  EXPECT_STREQ(ToString(o.dirty_log), "uffd-async");
 }
 
 TEST(HostOptions, MixKeysMayBeOmittedButMustSumTo100) {

@@ -31,6 +31,8 @@ DirtyLogKind ToKind(DirtyLogChoice c) {
       return DirtyLogKind::kAuto;
     case DirtyLogChoice::kUffd:
       return DirtyLogKind::kUffdSync;
+    case DirtyLogChoice::kUffdAsync:
+      return DirtyLogKind::kUffdAsync;
     case DirtyLogChoice::kChecksum:
       return DirtyLogKind::kChecksum;
   }

@@ -43,8 +43,10 @@ namespace pksm {
 
 // Which dirty-log provider ProcessMemory offers the engine.
 enum class DirtyLogKind {
-  kAuto,       // the best the kernel supports: uffd-sync, else checksum
-  kUffdAsync,  // WP_ASYNC + PAGEMAP_SCAN (not usable with merging; Create fails)
+  kAuto,       // uffd-sync where the kernel supports it, else checksum
+  kUffdAsync,  // WP_ASYNC + PAGEMAP_SCAN; merges block writers by moving
+               // the candidate out (UFFDIO_MOVE + MISSING mode). Opt-in;
+               // Create fails naming what the kernel lacks.
   kUffdSync,   // synchronous userfaultfd write protection (fails if absent)
   kChecksum,   // no dirty log: dirty_log() returns nullptr, the engine
                // falls back to checksums (merging still uses userfaultfd)
@@ -101,7 +103,9 @@ struct ProcessMemoryStats {
   uint64_t no_budget = 0;        // refused: VMA budget
   uint64_t errors = 0;           // OS errors (page kept its content)
   uint64_t unmerges = 0;
-  uint64_t wp_faults = 0;        // write-protect faults served
+  uint64_t wp_faults = 0;        // write-protect faults served (uffd-sync)
+  uint64_t missing_faults = 0;   // missing-page faults served (uffd-async:
+                                 // a queued page touched, or first touch)
   uint64_t racing_writes = 0;    // writes that landed inside a merge window
                                  // (detected, reported dirty)
   uint64_t remap_calls = 0;      // mmap/madvise calls that made queued remaps
