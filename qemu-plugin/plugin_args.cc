@@ -12,6 +12,7 @@ const char* ToString(DirtyLogChoice c) {
     case DirtyLogChoice::kAuto: return "auto";
     case DirtyLogChoice::kQemu: return "qemu";
     case DirtyLogChoice::kUffd: return "uffd";
+    case DirtyLogChoice::kUffdAsync: return "uffd-async";
     case DirtyLogChoice::kChecksum: return "checksum";
   }
   return "?";
@@ -55,8 +56,9 @@ std::string ParsePluginArgs(int argc, const char* const* argv, PluginConfig* out
       if (value == "auto") cfg.dirty_log = DirtyLogChoice::kAuto;
       else if (value == "qemu") cfg.dirty_log = DirtyLogChoice::kQemu;
       else if (value == "uffd") cfg.dirty_log = DirtyLogChoice::kUffd;
+      else if (value == "uffd-async") cfg.dirty_log = DirtyLogChoice::kUffdAsync;
       else if (value == "checksum") cfg.dirty_log = DirtyLogChoice::kChecksum;
-      else return bad("invalid value '" + std::string(value) + "' for 'dirty-log': expected auto, qemu, uffd or checksum");
+      else return bad("invalid value '" + std::string(value) + "' for 'dirty-log': expected auto, qemu, uffd, uffd-async or checksum");
       continue;
     }
     if (key == "log") {

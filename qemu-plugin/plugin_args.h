@@ -20,6 +20,7 @@ enum class DirtyLogChoice {
   kAuto,      // QEMU's memory API when possible, else userfaultfd, else checksums
   kQemu,      // QEMU's dirty log (VGA client bits); refuse to merge without it
   kUffd,      // the userfaultfd provider of the Linux real-memory layer
+  kUffdAsync, // its asynchronous provider (WP_ASYNC + PAGEMAP_SCAN; opt-in)
   kChecksum,  // no dirty log: xxh3 checksums of whole pages, like the kernel
 };
 

@@ -46,6 +46,12 @@ TEST(PluginArgsTest, UnderscoresAreAccepted) {
   ASSERT_EQ(Parse({"pages_to_scan=42", "dirty_log=checksum"}, &cfg), "");
   EXPECT_EQ(cfg.params.pages_to_scan, 42u);
   EXPECT_EQ(cfg.dirty_log, DirtyLogChoice::kChecksum);
+  {
+    PluginConfig a;
+    ASSERT_EQ(Parse({"dirty-log=uffd-async"}, &a), "");
+    EXPECT_EQ(a.dirty_log, DirtyLogChoice::kUffdAsync);
+    EXPECT_STREQ(ToString(a.dirty_log), "uffd-async");
+  }
 }
 
 TEST(PluginArgsTest, DeprecatedArgFormArrivesAsOn) {

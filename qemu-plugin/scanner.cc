@@ -42,6 +42,9 @@ std::string Scanner::Init() {
     case DirtyLogChoice::kUffd:
       opts.dirty_log = DirtyLogKind::kUffdSync;
       break;
+    case DirtyLogChoice::kUffdAsync:
+      opts.dirty_log = DirtyLogKind::kUffdAsync;
+      break;
     case DirtyLogChoice::kChecksum:
       opts.dirty_log = DirtyLogKind::kChecksum;
       break;

@@ -1,13 +1,19 @@
 """A real guest under pksm: its duplicate and zero pages are merged, the
 QEMU process's memory really shrinks, and the guest's writes into merged
 pages land (COW breaks) while its own verification never fails."""
+import pytest
+
 from conftest import FAST_PLUGIN_ARGS
 from system_checks import PAGE, assert_verification_ok, mergeable, wait_merged, wait_pksm
 
 
-def test_merges_workload_and_cow_writes_land(guests, plugin):
+# auto: QEMU's dirty log under TCG. uffd-async: the asynchronous userfaultfd
+# log, where every first touch of guest RAM and every write that races a
+# merge goes through pksm's fault thread (core/linux/README.md).
+@pytest.mark.parametrize("dirty_log", ["auto", "uffd-async"])
+def test_merges_workload_and_cow_writes_land(guests, plugin, dirty_log):
     # Start stopped (run=0) to measure the process before any merge.
-    g = guests(plugin=plugin, plugin_args={**FAST_PLUGIN_ARGS, "run": 0})
+    g = guests(plugin=plugin, plugin_args={**FAST_PLUGIN_ARGS, "run": 0, "dirty-log": dirty_log})
     g.start()
     g.wait_serial(r"PKSM-WORKLOAD READY", timeout=120)
     layout = g.layout()
@@ -16,6 +22,7 @@ def test_merges_workload_and_cow_writes_land(guests, plugin):
 
     idle = g.query_pksm()
     assert idle["run"] == 0
+    assert idle["dirty-log"] == ("uffd-async" if dirty_log == "uffd-async" else "qemu"), idle
     assert idle["pages-sharing"] == 0 and idle["zero-pages"] == 0, idle
     pss_before = g.pss_kib()
 

@@ -218,7 +218,8 @@ def test_virtio_mem_stops_merging_and_is_not_scanned(qemu_factory):
     assert not info["ram-blocks"], info  # nothing was taken before the pause
 
 
-@pytest.mark.parametrize("choice,name", [("uffd", "uffd-sync"), ("checksum", "checksum"), ("qemu", "qemu")])
+@pytest.mark.parametrize("choice,name", [("uffd", "uffd-sync"), ("uffd-async", "uffd-async"), ("checksum", "checksum"),
+                                         ("qemu", "qemu")])
 def test_dirty_log_choice_is_reported(qemu_factory, choice, name):
     q = qemu_factory([f"dirty-log={choice}"])
     info = q.wait_for(lambda i: i["ram-blocks"], "the block scan")
