@@ -17,24 +17,11 @@
 namespace pksm {
 namespace {
 
-std::unique_ptr<ProcessMemory> MakeAsync(std::vector<std::string>* logged = nullptr) {
+std::unique_ptr<ProcessMemory> MakeAsync() {
   ProcessMemoryOptions o;
   o.dirty_log = DirtyLogKind::kUffdAsync;
-  o.log = [logged](const std::string& line) {
-    if (logged) logged->push_back(line);
-  };
-  std::string err;
-  auto pm = ProcessMemory::Create(o, &err);
-  EXPECT_NE(pm, nullptr) << err;
-  return pm;
+  return MakePm(o);
 }
-
-std::vector<uint64_t> Harvest(ProcessMemory* pm, RegionId id, size_t pages) {
-  std::vector<uint64_t> bits((pages + 63) / 64, 0);
-  pm->dirty_log()->Harvest(id, pages, bits.data());
-  return bits;
-}
-bool Bit(const std::vector<uint64_t>& b, size_t i) { return b[i / 64] >> (i % 64) & 1; }
 
 // Writes are found by the page-table scan: no fault reaches us.
 TEST(AsyncDirtyLog, ReportsWritesWithoutFaults) {
@@ -184,43 +171,14 @@ TEST(AsyncDirtyLog, EngineWithWritersLosesNothing) {
   EXPECT_EQ(s.ksm_zero_pages, 512u);
   EXPECT_EQ(s.pages_sharing + s.pages_shared, 1024u);
 
-  constexpr size_t kWriters = 2;
-  std::atomic<size_t> done{0};
-  std::vector<std::vector<uint64_t>> last(kWriters, std::vector<uint64_t>(kPages, 0));
-  std::vector<std::thread> writers;
-  for (size_t w = 0; w < kWriters; ++w) {
-    writers.emplace_back([&, w] {
-      std::mt19937_64 rng(w * 11 + 5);
-      uint64_t seq = 0;
-      for (int n = 0; n < 6000; ++n) {
-        size_t pg = rng() % kPages;
-        auto* word = reinterpret_cast<uint64_t*>(m.page(pg)) + 300 + w;
-        uint64_t v = (uint64_t{w + 1} << 48) | ++seq;
-        __atomic_store_n(word, v, __ATOMIC_RELAXED);
-        last[w][pg] = v;
-        if (n % 16 == 0) std::this_thread::yield();
-      }
-      done.fetch_add(1);
-    });
-  }
-  for (int i = 0; i < 200 || done.load() < kWriters; ++i) {
-    e.Step(p.pages_to_scan);
-    if (i > 200) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-  for (auto& t : writers) t.join();
+  PageStampers stampers(m, /*threads=*/2, /*writes=*/6000, /*word_base=*/300, /*seed=*/5);
+  StepWhileStamping(e, stampers, p.pages_to_scan);
+  stampers.Join();
   e.RunPasses(3);
   s = e.GetStats();
   EXPECT_GT(s.cow_breaks, 0u);
-  size_t bad = 0;
-  for (size_t i = 0; i < kPages; ++i) {
-    alignas(8) uint8_t want[kPageSize];
-    if (seed_of(i) == 0) memset(want, 0, kPageSize);
-    else FillSeed(want, seed_of(i));
-    for (size_t w = 0; w < kWriters; ++w)
-      if (last[w][i]) memcpy(want + (300 + w) * 8, &last[w][i], 8);
-    bad += memcmp(want, m.page(i), kPageSize) != 0;
-  }
-  EXPECT_EQ(bad, 0u) << "pages whose content is not what was last written";
+  EXPECT_EQ(stampers.lost(), 0u);
+  EXPECT_EQ(stampers.PagesNotAsWritten(seed_of), 0u) << "pages whose content is not what was last written";
   ProcessMemoryStats ls = pm->stats();
   printf("async: merges %llu, missing faults %llu, errors %llu, cow breaks %llu\n",
          (unsigned long long)ls.merges, (unsigned long long)ls.missing_faults, (unsigned long long)ls.errors,

@@ -64,50 +64,14 @@ TEST(EngineLinux, IdenticalPagesMergeAndWritesKeepLanding) {
     }
 
     // Writers stamp random pages (merged ones included) while the engine runs.
-    std::atomic<bool> stop{false};
-    std::atomic<size_t> writers_done{0};
-    std::atomic<uint64_t> lost{0};
-    constexpr size_t kWriters = 2;
-    std::vector<std::vector<uint64_t>> last(kWriters, std::vector<uint64_t>(kPages, 0));
-    std::vector<std::thread> writers;
-    for (size_t w = 0; w < kWriters; ++w) {
-      writers.emplace_back([&, w] {
-        std::mt19937_64 rng(w * 7 + 3);
-        uint64_t seq = 0;
-        for (int n = 0; n < 4000 && !stop.load(); ++n) {
-          size_t pg = rng() % kPages;
-          auto* word = reinterpret_cast<uint64_t*>(m.page(pg)) + 256 + w;  // writer-owned word
-          uint64_t v = (uint64_t{w + 1} << 48) | ++seq;
-          __atomic_store_n(word, v, __ATOMIC_RELAXED);
-          if (__atomic_load_n(word, __ATOMIC_RELAXED) != v) lost.fetch_add(1);
-          last[w][pg] = v;
-          if (n % 16 == 0) std::this_thread::yield();
-        }
-        writers_done.fetch_add(1);
-      });
-    }
-    // Scan while the writers write (a step is quick once everything merged:
-    // keep stepping until they are done, at least 200 steps).
-    for (int i = 0; i < 200 || writers_done.load() < kWriters; ++i) {
-      e.Step(p.pages_to_scan);
-      if (i > 200) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    }
-    stop = true;
-    for (auto& t : writers) t.join();
+    PageStampers stampers(m, /*threads=*/2, /*writes=*/4000, /*word_base=*/256, /*seed=*/3);
+    StepWhileStamping(e, stampers, p.pages_to_scan);  // scan while the writers write
+    stampers.Join();
     e.RunPasses(3);
     s = e.GetStats();
-    EXPECT_EQ(lost.load(), 0u);
+    EXPECT_EQ(stampers.lost(), 0u);
     EXPECT_GT(s.cow_breaks, 0u);
-    size_t bad = 0;
-    for (size_t i = 0; i < kPages; ++i) {
-      alignas(8) uint8_t want[kPageSize];
-      if (SeedOf(i) == 0) memset(want, 0, kPageSize);
-      else FillSeed(want, SeedOf(i));
-      for (size_t w = 0; w < kWriters; ++w)
-        if (last[w][i]) memcpy(want + (256 + w) * 8, &last[w][i], 8);
-      bad += memcmp(want, m.page(i), kPageSize) != 0;
-    }
-    EXPECT_EQ(bad, 0u) << "pages whose content is not what was last written";
+    EXPECT_EQ(stampers.PagesNotAsWritten(SeedOf), 0u) << "pages whose content is not what was last written";
 
     // run = 2: everything private again, content intact, pool empty.
     Params q = e.params();

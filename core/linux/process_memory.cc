@@ -562,6 +562,13 @@ void LinuxProcessMemory::FaultLoop() {
     for (size_t k = 0; k < static_cast<size_t>(n) / sizeof(uffd_msg); ++k) {
       if (msgs[k].event != UFFD_EVENT_PAGEFAULT) continue;
       const uintptr_t addr = msgs[k].arg.pagefault.address & ~(kPageSize - 1);
+      // A blocked thread waits for this: announce it so the owner thread
+      // lets go of mu_ between two merges instead of starving us
+      // (std::mutex is not fair), which bounds the wait to about one merge.
+      fault_waiting_.fetch_add(1, std::memory_order_relaxed);
+      std::lock_guard<std::mutex> l(mu_);
+      fault_waiting_.fetch_sub(1, std::memory_order_relaxed);
+      PageTablesChanged();
       if (msgs[k].arg.pagefault.flags & UFFD_PAGEFAULT_FLAG_WP) HandleWriteFault(addr);
       else HandleMissingFault(addr);
     }
@@ -581,14 +588,8 @@ void LinuxProcessMemory::FaultThreadFailed(const std::string& why) {
   unavailable_ = "the userfaultfd fault thread failed: " + why;
 }
 
+// (mu_ held by FaultLoop.)
 void LinuxProcessMemory::HandleWriteFault(uintptr_t addr) {
-  // A blocked writer waits for this: announce it so the owner thread lets
-  // go of mu_ between two merges instead of starving us (std::mutex is not
-  // fair), which bounds a writer's wait to about one merge.
-  fault_waiting_.fetch_add(1, std::memory_order_relaxed);
-  std::lock_guard<std::mutex> l(mu_);
-  fault_waiting_.fetch_sub(1, std::memory_order_relaxed);
-  PageTablesChanged();
   ++stats_.wp_faults;
   void* p = reinterpret_cast<void*>(addr);
   Region* r = FindAddr(addr);
@@ -608,10 +609,6 @@ void LinuxProcessMemory::HandleWriteFault(uintptr_t addr) {
 // never populated (or was discarded): map the zero page, as the kernel
 // would have without the MISSING registration. A write then copies it.
 void LinuxProcessMemory::HandleMissingFault(uintptr_t addr) {
-  fault_waiting_.fetch_add(1, std::memory_order_relaxed);
-  std::lock_guard<std::mutex> l(mu_);
-  fault_waiting_.fetch_sub(1, std::memory_order_relaxed);
-  PageTablesChanged();
   ++stats_.missing_faults;
   void* p = reinterpret_cast<void*>(addr);
   Region* r = FindAddr(addr);

@@ -16,23 +16,6 @@
 namespace pksm {
 namespace {
 
-std::unique_ptr<ProcessMemory> MakePm(ProcessMemoryOptions o = {}) {
-  std::string err;
-  std::vector<std::string>* lines = nullptr;
-  (void)lines;
-  if (!o.log) o.log = [](const std::string&) {};
-  auto pm = ProcessMemory::Create(o, &err);
-  EXPECT_NE(pm, nullptr) << err;
-  return pm;
-}
-
-std::vector<uint64_t> Harvest(ProcessMemory* pm, RegionId id, size_t pages) {
-  std::vector<uint64_t> bits((pages + 63) / 64, 0);
-  pm->dirty_log()->Harvest(id, pages, bits.data());
-  return bits;
-}
-bool Bit(const std::vector<uint64_t>& b, size_t i) { return b[i / 64] >> (i % 64) & 1; }
-
 TEST(ProcessMemory, ReportsProviderAndFeatures) {
   auto pm = MakePm();
   ASSERT_NE(pm, nullptr);
