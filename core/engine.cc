@@ -227,7 +227,7 @@ class Engine::Impl {
     it->stable_version = 0;
     if (by_track && !UseChecksum()) {
       it->flags = kFreshTrack;
-      it->tracked_at = harvests_;
+      it->seen_at = observations_;
     } else {
       r->SetWritten(i);  // a fresh page counts as written on its first visit
     }
@@ -377,8 +377,7 @@ class Engine::Impl {
 
   // Harvests every live region and handles the newly reported writes.
   void HarvestDirtyLog() {
-    ++harvests_;
-    dirty_->Sync();
+    if (dirty_->Sync()) ++observations_;
     for (auto& rp : regions_) {
       Region* r = rp.get();
       if (!r || r->removed || r->pages == 0) continue;
@@ -555,17 +554,17 @@ class Engine::Impl {
       written = r->TestAndClearWritten(it->index);
       if (it->flags & kFreshTrack) {
         // A fresh record's first visit covers Track() .. this step's
-        // harvest. Unless a whole sleep lies in between (two harvests
-        // since Track), that proves nothing: send it to the back of this
-        // pass's todo list once, so it is judged later in the same pass.
-        if (!written && harvests_ < it->tracked_at + 2 && !(it->flags & kRequeued)) {
+        // harvest. Unless two observations of the dirty log lie in between
+        // (so a whole interval was watched), that proves nothing: send it
+        // to the back of this pass's todo list once, so it is judged later
+        // in the same pass.
+        if (!written && observations_ < it->seen_at + 2 && !(it->flags & kRequeued)) {
           it->flags |= kRequeued;
           Push(it, NewTodo());
           return;
         }
-        if (harvests_ < it->tracked_at + 2) written = true;  // still unobserved
+        if (observations_ < it->seen_at + 2) written = true;  // still unobserved
         it->flags &= static_cast<uint8_t>(~(kFreshTrack | kRequeued));
-        it->checksum = 0;
       }
     }
     if (written) it->flags &= static_cast<uint8_t>(~(kHashValid | kNonZeroKnown));
@@ -596,8 +595,20 @@ class Engine::Impl {
       // visits is worth the cost of a merge attempt.
       if (written) {
         it->cnt = 0;
+        if (!UseChecksum()) it->seen_at = observations_;
         Push(it, NewDone());
         return;
+      }
+      // With a dirty log, a visit is evidence only if the log observed the
+      // guest since the last one that counted: a provider that samples
+      // less often than the scanner passes (QEMU's log, at most every
+      // 250 ms) must not let two visits count for one interval.
+      if (!UseChecksum()) {
+        if (observations_ <= it->seen_at) {
+          Push(it, NewDone());
+          return;
+        }
+        it->seen_at = observations_;
       }
       if (it->cnt < 0xffff) ++it->cnt;
       if (it->cnt < params_.delay) {
@@ -916,7 +927,7 @@ class Engine::Impl {
   std::vector<RmapItem*> sweep_;  // scratch
 
   uint32_t pass_ = 1;
-  uint64_t harvests_ = 0;  // dirty-log harvests so far (Step count with a dirty log)
+  uint64_t observations_ = 0;  // dirty-log Syncs that observed the guest (DirtyLog::Sync)
   bool tree_stale_ = false;  // a node of the unstable tree changed this pass
   uint32_t stable_version_ = 1;
   uint32_t ratio_acc_ = 0;

@@ -301,6 +301,42 @@ TEST(EngineTest, TrackedContentIsNotJudgedWithoutAnInterval) {
   EXPECT_EQ(g.S().pages_sharing, 7u);
 }
 
+// A provider that observes less often than the engine steps (QEMU's log
+// snapshots at most every 250 ms) says so from Sync(): the engine counts
+// observations, not steps, before it judges Track()ed content.
+class SparseDirtyLog : public DirtyLog {
+ public:
+  explicit SparseDirtyLog(DirtyLog* inner) : inner_(inner) {}
+  std::string_view Name() const override { return "sparse"; }
+  bool Sync() override { return observe_; }
+  void Harvest(RegionId region, size_t pages, uint64_t* dirty) override {
+    if (observe_) inner_->Harvest(region, pages, dirty);
+  }
+  bool observe_ = false;
+
+ private:
+  DirtyLog* inner_;
+};
+
+TEST(EngineTest, TrackedContentWaitsForRealObservations) {
+  SimMemory sim;
+  sim.AddRegion(0, 8);
+  for (size_t i = 0; i < 8; ++i) sim.Write(PageRef{0, i}, Content(6).data());
+  std::vector<uint64_t> drain(1);
+  sim.dirty_log()->Harvest(0, 8, drain.data());
+  SparseDirtyLog log(sim.dirty_log());
+  Params p;
+  p.pages_to_scan = 2;
+  Engine e(sim.memory(), sim.merger(), &log, p);
+  e.AddRegion(0, "r0", 8);
+  e.Track(0, 0, 8);
+  e.RunPasses(3);  // many steps, no observation: nothing may be judged unwritten
+  EXPECT_EQ(e.GetStats().pages_sharing, 0u);
+  log.observe_ = true;
+  e.RunPasses(2);  // two observations: watched for a real interval now
+  EXPECT_EQ(e.GetStats().pages_sharing, 7u);
+}
+
 void CowBreakBreaksOnlyThatPage(bool with_dirty_log) {
   TestGuest g(Params(), with_dirty_log);
   for (size_t i = 0; i < 4; ++i) g.Write(0, i, Content(7));

@@ -59,7 +59,9 @@ struct RmapItem {
   union {
     uint64_t checksum;       // full-page xxh3 (checksum volatility), unmerged pages
     StableDup* dup;          // the stable page a kStable record maps
-    uint64_t tracked_at;     // kFreshTrack: the engine's harvest count at Track()
+    uint64_t seen_at;        // new list, with a dirty log: the engine's dirty-log
+                             // observation count at Track() or at the last
+                             // visit that counted (see Engine's ScanItem)
   };
   uint32_t index = 0;        // page index in its region
   uint32_t last_pass = 0;    // pass number of the last visit

@@ -37,15 +37,21 @@ void QemuDirtyLog::AddBlock(RegionId id, MemoryRegion* mr, uint64_t ram_offset, 
   b.mr = mr;
   b.ram_offset = ram_offset;
   b.pages = pages;
-  b.bits.assign(Words(pages), ~uint64_t{0});
-  if (pages % 64) b.bits.back() = (uint64_t{1} << (pages % 64)) - 1;
+  b.bits.assign(Words(pages), 0);
   blocks_[id] = std::move(b);
 }
 
 void QemuDirtyLog::RemoveBlock(RegionId id) { blocks_.erase(id); }
 
+bool QemuDirtyLog::Sync() {
+  bool o = observed_;
+  observed_ = false;
+  return o;
+}
+
 void QemuDirtyLog::Snapshot() {
   if (blocks_.empty()) return;
+  observed_ = true;
   EnsureStarted();
   api.memory_global_dirty_log_sync();
   // memory_region_snapshot_and_clear_dirty() may drop the BQL while it
@@ -71,6 +77,11 @@ void QemuDirtyLog::Snapshot() {
       // Cannot tell: treat everything as written (never miss a write).
       for (uint64_t& w : b.bits) w = ~uint64_t{0};
       if (b.pages % 64) b.bits.back() = (uint64_t{1} << (b.pages % 64)) - 1;
+      continue;
+    }
+    if (b.baseline_pending) {  // see AddBlock
+      b.baseline_pending = false;
+      api.g_free(snap);
       continue;
     }
     // Bit i of the snapshot is the page at ram_addr snap->start + i * 4096.

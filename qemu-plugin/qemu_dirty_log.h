@@ -30,7 +30,9 @@ namespace pksm::plugin {
 class QemuDirtyLog : public DirtyLog {
  public:
   std::string_view Name() const override { return "qemu"; }
-  // Sync() is the default no-op: Snapshot() did the QEMU side already.
+  // Snapshot() did the QEMU side already; true if one ran since the last
+  // Sync() (the engine counts those as observations).
+  bool Sync() override;
   void Harvest(RegionId region, size_t pages, uint64_t* dirty) override;
 
   // --- the owner's thread, BQL held ---
@@ -53,8 +55,11 @@ class QemuDirtyLog : public DirtyLog {
   // Pages written while the flag is off may be missed (under KVM): treat
   // every page as written at the next harvest.
   void MarkAllDirty();
-  // Starts following a block. Its private bitmap starts all dirty: pages
-  // written before pksm looked at them count as just written.
+  // Starts following a block. QEMU's bitmap for it holds every write since
+  // the RAM was allocated, so the first snapshot after this is a baseline:
+  // it is read and cleared, and its bits are dropped. From then on the block
+  // reports writes since the baseline; before it, nothing (the engine waits
+  // for two observations after Track() before it judges a page).
   void AddBlock(RegionId id, MemoryRegion* mr, uint64_t ram_offset, size_t pages);
   void RemoveBlock(RegionId id);
   // Syncs QEMU's log and moves every followed block's VGA bits into the
@@ -70,7 +75,9 @@ class QemuDirtyLog : public DirtyLog {
     uint64_t ram_offset = 0;
     size_t pages = 0;
     std::vector<uint64_t> bits;
+    bool baseline_pending = true;
   };
+  bool observed_ = false;  // a Snapshot() ran since the last Sync()
   std::map<RegionId, Block> blocks_;
 };
 

@@ -26,7 +26,12 @@ class DirtyLog {
 
   // Called once before a round of Harvest calls. Providers that need a
   // global synchronisation (QEMU's memory_global_dirty_log_sync) do it here.
-  virtual void Sync() {}
+  // Returns true when the provider observed the guest anew, i.e. the coming
+  // harvests cover every write up to now; a provider that samples less
+  // often than the engine steps (QEMU's log: at most every 250 ms) returns
+  // false in between. The engine counts observations, not steps, when it
+  // decides whether a page has been watched long enough (see Engine::Track).
+  virtual bool Sync() { return true; }
 
   // For every page of `region` written since the previous Harvest of that
   // region (or since the region was added), sets the page's bit in `dirty`
