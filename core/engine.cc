@@ -280,12 +280,8 @@ class Engine::Impl {
         unstable_.Leave(it);
         break;
       case ItemState::kStable:
-        RemoveMapping(it);
-        break;
       case ItemState::kZero:
-        Unlink(it);
-        --zero_pages_;
-        --r->zero;
+        LeaveShared(it);
         break;
     }
     it->checksum = 0;
@@ -347,24 +343,35 @@ class Engine::Impl {
     r->ClearWritten(it->index);
   }
 
-  // A write broke the sharing of a merged page: account it and give the
-  // record back to the rescan list.
-  void BreakCow(RmapItem* it) {
-    Region* r = RegionOf(it);
-    ++cow_breaks_;
+  // Takes a merged record off its stable page (releasing the page with its
+  // last mapping) or off the zero page.
+  void LeaveShared(RmapItem* it) {
     if (it->state == ItemState::kStable) {
       RemoveMapping(it);
-    } else {
-      Unlink(it);
-      --zero_pages_;
-      --r->zero;
+      return;
     }
-    it->state = ItemState::kRescan;
+    Unlink(it);
+    --zero_pages_;
+    --RegionOf(it)->zero;
+  }
+
+  // A merged record whose page is private again (a write broke the sharing,
+  // or it was unmerged) restarts on `list` in `state`, as just written.
+  void RestartShared(RmapItem* it, ItemState state, ListId list) {
+    LeaveShared(it);
+    it->state = state;
     it->cnt = 0;
     it->flags = 0;
     it->checksum = 0;
-    r->SetWritten(it->index);
-    Push(it, it->last_pass == pass_ ? RescanDone() : RescanTodo());
+    RegionOf(it)->SetWritten(it->index);
+    Push(it, list);
+  }
+
+  // A write broke the sharing of a merged page: account it and give the
+  // record back to the rescan list.
+  void BreakCow(RmapItem* it) {
+    ++cow_breaks_;
+    RestartShared(it, ItemState::kRescan, it->last_pass == pass_ ? RescanDone() : RescanTodo());
   }
 
   // Accounts a refused merge.
@@ -805,20 +812,7 @@ class Engine::Impl {
     for (RmapItem* it : sweep_) {
       if (!merger_->Unmerge(RefOf(it))) continue;  // still reads right through the shared page
       ++unmerges_;
-      Region* r = RegionOf(it);
-      if (it->state == ItemState::kStable) {
-        RemoveMapping(it);
-      } else {
-        Unlink(it);
-        --zero_pages_;
-        --r->zero;
-      }
-      it->state = back_state;
-      it->cnt = 0;
-      it->flags = 0;
-      it->checksum = 0;
-      r->SetWritten(it->index);
-      Push(it, back);
+      RestartShared(it, back_state, back);
     }
     sweep_.clear();
     unstable_.Reset();

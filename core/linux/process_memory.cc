@@ -358,6 +358,8 @@ class LinuxProcessMemory final : public ProcessMemory {
   // Bookkeeping of a page now mapping pool page `off` (CreateStable, MergeInto).
   MergeResult CommitStableMerge(Region* r, size_t i, uint32_t off, uint32_t slot,
                                 std::chrono::steady_clock::time_point t0);
+  // Counts a merge that started at t0 (merges, merge_ns); returns kMerged.
+  MergeResult CountMerge(std::chrono::steady_clock::time_point t0);
   void CheckRemapWindows(Region* r);
   int64_t VmaDelta(const Region* r, size_t i, uint32_t new_key) const;
   uint32_t AssignKey(Region* r, size_t i, uint32_t new_key);
@@ -592,11 +594,13 @@ void LinuxProcessMemory::FaultThreadFailed(const std::string& why) {
 void LinuxProcessMemory::HandleWriteFault(uintptr_t addr) {
   ++stats_.wp_faults;
   void* p = reinterpret_cast<void*>(addr);
-  Region* r = FindAddr(addr);
-  // The page may wait for its remap: make it now (that page alone, so the
-  // writer waits for one remap), and the write lands after it.
-  if (r != nullptr) FlushOne(r, (addr - reinterpret_cast<uintptr_t>(r->host)) / kPageSize);
-  if (r != nullptr) SetBit(r->dirty, (addr - reinterpret_cast<uintptr_t>(r->host)) / kPageSize);
+  if (Region* r = FindAddr(addr)) {
+    const size_t i = (addr - reinterpret_cast<uintptr_t>(r->host)) / kPageSize;
+    // The page may wait for its remap: make it now (that page alone, so the
+    // writer waits for one remap), and the write lands after it.
+    FlushOne(r, i);
+    SetBit(r->dirty, i);
+  }
   // Clearing the protection wakes the writer; if the range is no longer
   // registered (removed region) only a wake is left to do. Never strand a
   // writer.
@@ -1484,6 +1488,10 @@ MergeResult LinuxProcessMemory::CommitStableMerge(Region* r, size_t i, uint32_t 
   QueueRemap(r, i, off, /*zero=*/false, slot);
   r->state[i] = PageState::kStable;
   ++refs_[off];
+  return CountMerge(t0);
+}
+
+MergeResult LinuxProcessMemory::CountMerge(std::chrono::steady_clock::time_point t0) {
   ++stats_.merges;
   stats_.merge_ns += static_cast<uint64_t>(
       std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
@@ -1538,11 +1546,8 @@ MergeResult LinuxProcessMemory::MergeZero(PageRef page) {
   // read zero, which is the content.
   QueueRemap(r, i, kAnonKey, /*zero=*/true, slot);
   r->state[i] = PageState::kZero;
-  ++stats_.merges;
   ++stats_.zero_merges;
-  stats_.merge_ns += static_cast<uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count());
-  return MergeResult::kMerged;
+  return CountMerge(t0);
 }
 
 bool LinuxProcessMemory::Unmerge(PageRef page) {

@@ -28,6 +28,7 @@
 #include "pksm/engine.h"
 #include "pksm/linux/proc_self.h"
 #include "pksm/linux/process_memory.h"
+#include "pksm/sim_memory.h"
 
 namespace pksm {
 namespace {
@@ -41,19 +42,10 @@ uint64_t SeedOf(size_t i, size_t pages) {
   return 1'000'000 + i;                                 // unique
 }
 
+// Zero for seed 0, else the simulator's content for the seed.
 void Fill(uint8_t* p, uint64_t seed) {
-  if (seed == 0) {
-    memset(p, 0, kPageSize);
-    return;
-  }
-  uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 1;
-  for (size_t i = 0; i < kPageSize; i += 8) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    uint64_t v = x | 1;
-    memcpy(p + i, &v, 8);
-  }
+  if (seed == 0) memset(p, 0, kPageSize);
+  else FillContent(p, seed);
 }
 
 double Now() {

@@ -21,6 +21,7 @@
 
 #include "pksm/linux/proc_self.h"
 #include "pksm/linux/process_memory.h"
+#include "pksm/sim_memory.h"
 #include "pksm/page.h"
 
 namespace pksm {
@@ -48,17 +49,8 @@ class AnonMapping {
   size_t pages_;
 };
 
-// Deterministic, never all-zero content for (seed).
-inline void FillSeed(uint8_t* p, uint64_t seed) {
-  uint64_t x = seed * 0x9E3779B97F4A7C15ULL + 1;
-  for (size_t i = 0; i < kPageSize; i += 8) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    uint64_t v = x | 1;
-    memcpy(p + i, &v, 8);
-  }
-}
+// Deterministic, never all-zero content for (seed): the simulator's.
+inline void FillSeed(uint8_t* p, uint64_t seed) { FillContent(p, seed); }
 
 inline bool HasSeed(const uint8_t* p, uint64_t seed) {
   alignas(8) uint8_t buf[kPageSize];

@@ -257,14 +257,8 @@ PhaseResult RunKernelKsmPhase(const HostOptions& o, const Workload& w_in) {
   auto ksmd = FindKsmd();
   if (!ksmd) throw std::runtime_error("no ksmd thread found in /proc");
 
-  Progress("[kernel_ksm] populating %llu pages", static_cast<unsigned long long>(w.pages_total));
   WorkloadMapping m(w.pages_total);
-  if (!Populate(w, m.data(), StopFlag())) throw Interrupted();
-  std::string err;
-  auto before = ReadMemRollup(&err);
-  if (!before) throw std::runtime_error(err);
-  r.rss_before_kib = before->rss_kib;
-  r.pss_before_kib = before->pss_kib;
+  PopulateForPhase("kernel_ksm", w, m, &r);
 
   guard->Set("pages_to_scan", std::to_string(o.pages_to_scan));
   guard->Set("sleep_millisecs", std::to_string(o.sleep_ms));

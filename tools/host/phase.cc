@@ -235,6 +235,16 @@ uint64_t ReadMaxMapCount() {
   return std::strtoull(s->c_str(), nullptr, 10);
 }
 
+void PopulateForPhase(const char* tag, const Workload& w, const WorkloadMapping& m, PhaseResult* r) {
+  Progress("[%s] populating %llu pages", tag, static_cast<unsigned long long>(w.pages_total));
+  if (!Populate(w, m.data(), StopFlag())) throw Interrupted();
+  std::string err;
+  auto before = ReadMemRollup(&err);
+  if (!before) throw std::runtime_error(err);
+  r->rss_before_kib = before->rss_kib;
+  r->pss_before_kib = before->pss_kib;
+}
+
 void MeasureAfter(const WorkloadMapping& m, uint64_t pool_pages, PhaseResult* r) {
   std::string err;
   auto roll = ReadMemRollup(&err);

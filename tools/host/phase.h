@@ -196,6 +196,12 @@ void SleepMs(double ms);
 // Reads vm.max_map_count (0 if unreadable).
 uint64_t ReadMaxMapCount();
 
+// Fills `m` with the workload `w` and records the process's memory before
+// any merging (r->rss_before_kib, r->pss_before_kib); `tag` names the phase
+// in progress lines ("pksm", "kernel_ksm"). Throws std::runtime_error on
+// failure, Interrupted on a stop signal.
+void PopulateForPhase(const char* tag, const Workload& w, const WorkloadMapping& m, PhaseResult* r);
+
 // Common measurement after steady state: page tables, smaps_rollup, VMAs.
 // `pool_pages`: memory outside the range backing it (pksm's pool).
 // Throws std::runtime_error on failure.

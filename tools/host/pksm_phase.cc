@@ -96,6 +96,7 @@ std::string LinuxStatsJson(const ProcessMemoryStats& s) {
       .Add("errors", s.errors)
       .Add("unmerges", s.unmerges)
       .Add("wp_faults", s.wp_faults)
+      .Add("missing_faults", s.missing_faults)
       .Add("racing_writes", s.racing_writes)
       .Add("merge_ns", s.merge_ns)
       .Add("us_per_merge_wall", s.merges ? static_cast<double>(s.merge_ns) / 1e3 / static_cast<double>(s.merges) : NAN);
@@ -120,14 +121,9 @@ PhaseResult RunPksmPhase(const HostOptions& o, const Workload& w) {
   params.max_page_sharing = 256;
   if (std::string e = params.Validate(); !e.empty()) throw std::runtime_error("engine parameters: " + e);
 
-  Progress("[pksm] populating %llu pages", static_cast<unsigned long long>(w.pages_total));
   WorkloadMapping m(w.pages_total);
-  if (!Populate(w, m.data(), StopFlag())) throw Interrupted();
+  PopulateForPhase("pksm", w, m, &r);
   std::string err;
-  auto before = ReadMemRollup(&err);
-  if (!before) throw std::runtime_error(err);
-  r.rss_before_kib = before->rss_kib;
-  r.pss_before_kib = before->pss_kib;
 
   std::vector<uint64_t> keys = w.keys;
   std::vector<uint8_t> written(w.pages_total, 0);

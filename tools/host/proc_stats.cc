@@ -13,6 +13,8 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <sstream>
+#include <string>
 #include <vector>
 
 namespace pksm::host {
@@ -111,45 +113,37 @@ double ThreadCpuSeconds() {
   return static_cast<double>(ts.tv_sec) + static_cast<double>(ts.tv_nsec) * 1e-9;
 }
 
-std::optional<double> TaskCpuSeconds(pid_t pid) {
+namespace {
+
+// Fields 3.. of /proc/<pid>/stat (field k, 1-based, is at [k - 3]). The
+// command name is in parentheses and may hold spaces: fields start after
+// the last ')'.
+std::optional<std::vector<std::string>> StatFields(pid_t pid) {
   auto text = ReadSmallFile("/proc/" + std::to_string(pid) + "/stat");
   if (!text) return std::nullopt;
-  // The command name is in parentheses and may hold spaces: fields start
-  // after the last ')'. utime and stime are fields 14 and 15 (1-based).
   size_t rp = text->rfind(')');
   if (rp == std::string::npos) return std::nullopt;
-  const char* p = text->c_str() + rp + 1;
-  // After ')': field 3 (state) is the first.
-  int field = 2;
-  uint64_t utime = 0, stime = 0;
-  while (*p != '\0' && field < 15) {
-    while (*p == ' ') ++p;
-    ++field;
-    char* end = nullptr;
-    uint64_t v = std::strtoull(p, &end, 10);
-    if (field == 14) utime = v;
-    if (field == 15) stime = v;
-    while (*p != '\0' && *p != ' ') ++p;
-  }
-  if (field < 15) return std::nullopt;
+  std::vector<std::string> fields;
+  std::istringstream in(text->substr(rp + 1));
+  for (std::string f; in >> f;) fields.push_back(f);
+  return fields;
+}
+
+}  // namespace
+
+std::optional<double> TaskCpuSeconds(pid_t pid) {
+  auto f = StatFields(pid);
+  if (!f || f->size() < 15 - 2) return std::nullopt;
+  const uint64_t utime = std::strtoull((*f)[14 - 3].c_str(), nullptr, 10);
+  const uint64_t stime = std::strtoull((*f)[15 - 3].c_str(), nullptr, 10);
   const double hz = static_cast<double>(sysconf(_SC_CLK_TCK));
   return static_cast<double>(utime + stime) / hz;
 }
 
 std::optional<int> TaskNice(pid_t pid) {
-  auto text = ReadSmallFile("/proc/" + std::to_string(pid) + "/stat");
-  if (!text) return std::nullopt;
-  size_t rp = text->rfind(')');
-  if (rp == std::string::npos) return std::nullopt;
-  const char* p = text->c_str() + rp + 1;
-  int field = 2;
-  while (*p != '\0') {
-    while (*p == ' ') ++p;
-    ++field;
-    if (field == 19) return static_cast<int>(std::strtol(p, nullptr, 10));
-    while (*p != '\0' && *p != ' ') ++p;
-  }
-  return std::nullopt;
+  auto f = StatFields(pid);
+  if (!f || f->size() < 19 - 2) return std::nullopt;
+  return static_cast<int>(std::strtol((*f)[19 - 3].c_str(), nullptr, 10));
 }
 
 bool SetThreadNice(int nice) {
