@@ -158,13 +158,21 @@ int Userfaultfd::Wake(void* addr, size_t len) {
 }
 
 int Userfaultfd::Move(void* dst, void* src, size_t len) {
-  UffdioMove m{};
-  m.dst = reinterpret_cast<uintptr_t>(dst);
-  m.src = reinterpret_cast<uintptr_t>(src);
-  m.len = len;
-  m.mode = 0;  // wake whoever waits on dst
-  if (ioctl(fd_, kUffdioMove, &m) != 0) return errno;
-  return m.move == static_cast<int64_t>(len) ? 0 : EAGAIN;
+  // EAGAIN: the source pte changed under the kernel (a write fault on it
+  // resolved just then); nothing moved, so it is safe to try again.
+  constexpr int kTries = 16;
+  int err = EAGAIN;
+  for (int t = 0; t < kTries && err == EAGAIN; ++t) {
+    UffdioMove m{};
+    m.dst = reinterpret_cast<uintptr_t>(dst);
+    m.src = reinterpret_cast<uintptr_t>(src);
+    m.len = len;
+    m.mode = 0;  // wake whoever waits on dst
+    if (ioctl(fd_, kUffdioMove, &m) == 0) return m.move == static_cast<int64_t>(len) ? 0 : EAGAIN;
+    err = errno;
+    if (err == EAGAIN && m.move > 0) return EAGAIN;  // partly moved: the caller must not retry blindly
+  }
+  return err;
 }
 
 int Userfaultfd::Copy(void* dst, const void* src, size_t len) {

@@ -41,7 +41,8 @@ class Userfaultfd {
   int Protect(void* addr, size_t len);    // set WP, no wake
   int Unprotect(void* addr, size_t len);  // clear WP and wake
   int Wake(void* addr, size_t len);
-  // UFFDIO_MOVE of one anonymous range to another (async contexts).
+  // UFFDIO_MOVE of one anonymous range to another (async contexts); tries
+  // again while the source pte changes under it (EAGAIN, nothing moved).
   int Move(void* dst, void* src, size_t len);
   // UFFDIO_COPY of `len` bytes from src into missing ptes at dst, waking.
   int Copy(void* dst, const void* src, size_t len);
