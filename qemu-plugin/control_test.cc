@@ -58,7 +58,9 @@ TEST(ControlTest, SleepEndsOnRequestAndStop) {
   std::thread scanner([&] {
     c.Sleep(60000);
     woke = 1;
-    c.Sleep(60000);
+    // A RequestParams the main thread sent after the first wake-up may end
+    // one more sleep early; only a stop ends this loop.
+    while (!c.stop_requested()) c.Sleep(60000);
     woke = 2;
   });
   Params p;
